@@ -1,0 +1,79 @@
+"""Defaults and limits: the one place each of these facts lives.
+
+Everything else (daemon, client, engine, CLI, plug-ins via the protocol's `hello`)
+reads them from here rather than repeating literals.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Largest image the daemon accepts, in pixels (width * height).
+MAX_PIXELS = 200_000_000
+#: Largest side the daemon accepts, in pixels (guards absurd aspect ratios).
+MAX_SIDE = 65_535
+#: ZeroMQ MAXMSGSIZE for one frame, bytes: a 200 MP RGBA float32 image plus headroom.
+MAX_FRAME_BYTES = MAX_PIXELS * 16 + (1 << 20)
+#: Longest accepted JSON header, bytes.
+MAX_HEADER_BYTES = 64 * 1024
+#: Deepest accepted JSON nesting in a header.
+MAX_HEADER_DEPTH = 8
+
+#: Jobs waiting behind the running one before the daemon answers `busy`.
+MAX_QUEUED_JOBS = 32
+
+#: Client defaults (seconds).
+CLIENT_TIMEOUT_S = 600.0
+CLIENT_CONNECT_TIMEOUT_S = 5.0
+CLIENT_RETRIES = 2
+
+#: Unknown band for refine: width in pixels is max(MIN, short_side * FRACTION) unless given.
+BAND_MIN_PX = 6
+BAND_FRACTION = 0.012
+
+#: Default decontamination amount (0 = keep original colours, 1 = fully estimated).
+DECONTAMINATE_AMOUNT = 1.0
+
+
+def runtime_dir() -> Path:
+    """Per-user directory for the ipc socket and lock (mode 0700)."""
+    base = os.environ.get("MATTEKIT_RUNTIME_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and Path(xdg).is_dir():
+        return Path(xdg) / "mattekit"
+    return Path("/tmp") / f"mattekit-{os.getuid()}"
+
+
+def config_dir() -> Path:
+    """Per-user configuration directory holding the auth token (file mode 0600)."""
+    base = os.environ.get("MATTEKIT_CONFIG_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(xdg) / "mattekit"
+
+
+def default_endpoint() -> str:
+    """The daemon's default endpoint: an ipc socket in the runtime directory."""
+    return os.environ.get("MATTEKIT_ENDPOINT") or f"ipc://{runtime_dir() / 'daemon.sock'}"
+
+
+def token_path() -> Path:
+    return config_dir() / "token"
+
+
+def weights_dir() -> Path:
+    """Where shipped weights live (inside the package) ..."""
+    return Path(__file__).parent / "weights"
+
+
+def user_weights_dir() -> Path:
+    """... and where user-imported / user-trained weights go."""
+    base = os.environ.get("MATTEKIT_DATA_DIR")
+    if base:
+        return Path(base) / "weights"
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "mattekit" / "weights"

@@ -1,0 +1,536 @@
+"""The mattekit daemon: a ZeroMQ ROUTER serving matting jobs to local editors.
+
+Threads: the I/O loop (main thread) owns the ROUTER socket, answers control ops
+(``hello``, ``ping``, ``cancel``, ``shutdown``) at once and queues jobs; one worker
+thread runs jobs through the engine and hands its replies back to the I/O loop over
+an inproc PUSH/PULL pair (ZeroMQ sockets must not be shared between threads).
+
+Jobs are queued per client and taken round-robin, so one busy script cannot starve
+an editor; past ``max_queued`` waiting jobs a request gets ``busy``.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import fcntl
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import signal
+import stat
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import zmq
+
+from . import __version__, config
+from . import protocol as P
+
+log = logging.getLogger("mattekit.daemon")
+
+
+class Cancelled(Exception):
+    """Raised inside a job when its client cancelled it or went away."""
+
+
+# --------------------------------------------------------------------------- files and permissions
+
+
+class SetupError(Exception):
+    """The daemon cannot start; the message says how to fix it."""
+
+
+def _check_private(path: Path, mode: int) -> None:
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise SetupError(f"{path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}); remove it or choose another location")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise SetupError(
+            f"{path} has mode {stat.S_IMODE(st.st_mode):o}; other users could reach the daemon. Fix it with: chmod {mode:o} {path}"
+        )
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` with mode 0700, or check that an existing one is private."""
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
+    _check_private(path, 0o700)
+    return path
+
+
+def load_token(create: bool = True) -> str:
+    """The per-user auth token (0600 file in the config dir), created on first use."""
+    path = config.token_path()
+    private_dir(path.parent)
+    if not path.exists():
+        if not create:
+            raise SetupError(f"no token at {path}: start the daemon once with `mattekit serve`")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    _check_private(path, 0o600)
+    return path.read_text().strip()
+
+
+def ipc_path(endpoint: str) -> Path | None:
+    return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None
+
+
+def is_loopback(endpoint: str) -> bool:
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = urlparse(endpoint).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def lock_path(endpoint: str) -> Path:
+    digest = hashlib.sha1(endpoint.encode()).hexdigest()[:12]
+    return config.runtime_dir() / f"daemon-{digest}.lock"
+
+
+class InstanceLock:
+    """One daemon per endpoint: an flock'ed file that also records the pid.
+
+    The kernel drops an flock when its process dies, so a crashed daemon leaves no
+    lock behind; a stale ipc socket file is removed once the lock is held.
+    """
+
+    def __init__(self, endpoint: str):
+        self.path = lock_path(endpoint)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SetupError(f"a mattekit daemon (pid {self.holder() or '?'}) is already serving this endpoint") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def holder(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+
+# --------------------------------------------------------------------------- jobs and scheduling
+
+
+@dataclass
+class Job:
+    peer: bytes
+    id: str
+    op: str
+    params: dict[str, Any]
+    specs: list[P.BufferSpec]
+    frames: list[Any]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    queued_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> tuple[bytes, str]:
+        return (self.peer, self.id)
+
+
+class Scheduler:
+    """Bounded per-client FIFO queues served round-robin (fair between clients)."""
+
+    def __init__(self, max_queued: int):
+        self.max_queued = max_queued
+        self._queues: "collections.OrderedDict[bytes, collections.deque[Job]]" = collections.OrderedDict()
+        self._count = 0
+        self._cv = threading.Condition()
+        self._closed = False
+
+    def put(self, job: Job) -> bool:
+        with self._cv:
+            if self._count >= self.max_queued:
+                return False
+            self._queues.setdefault(job.peer, collections.deque()).append(job)
+            self._count += 1
+            self._cv.notify()
+            return True
+
+    def get(self, timeout: float | None = None) -> Job | None:
+        with self._cv:
+            if not self._cv.wait_for(lambda: self._count or self._closed, timeout):
+                return None
+            if self._closed and not self._count:
+                return None
+            peer, q = next(iter(self._queues.items()))
+            job = q.popleft()
+            self._count -= 1
+            # Move this client to the back: the next job comes from someone else.
+            del self._queues[peer]
+            if q:
+                self._queues[peer] = q
+            return job
+
+    def remove(self, key: tuple[bytes, str]) -> Job | None:
+        with self._cv:
+            q = self._queues.get(key[0])
+            if not q:
+                return None
+            for job in q:
+                if job.id == key[1]:
+                    q.remove(job)
+                    self._count -= 1
+                    if not q:
+                        del self._queues[key[0]]
+                    return job
+            return None
+
+    def drain_peer(self, peer: bytes) -> list[Job]:
+        with self._cv:
+            q = self._queues.pop(peer, collections.deque())
+            self._count -= len(q)
+            return list(q)
+
+    def __len__(self) -> int:
+        with self._cv:
+            return self._count
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+class Daemon:
+    """Serve matting jobs on ``endpoint`` until ``shutdown``, SIGTERM or SIGINT."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        token: str | None = None,
+        allow_remote: bool = False,
+        engine: Any = None,
+        max_queued: int = config.MAX_QUEUED_JOBS,
+        max_pixels: int = config.MAX_PIXELS,
+    ):
+        self.endpoint = endpoint or config.default_endpoint()
+        if not is_loopback(self.endpoint) and not allow_remote:
+            raise SetupError(f"{self.endpoint} is not a loopback address; binding it needs --allow-remote (and then CURVE encryption is used)")
+        self.allow_remote = allow_remote
+        self.token = token if token is not None else load_token()
+        if engine is None:
+            from .engine import Engine
+
+            engine = Engine()
+        self.engine = engine
+        self.max_pixels = max_pixels
+        self.scheduler = Scheduler(max_queued)
+        self.jobs: dict[tuple[bytes, str], Job] = {}  # queued or running, by (client, id)
+        self.running: Job | None = None
+        self._stop = threading.Event()
+        self._lock = InstanceLock(self.endpoint)
+        self.ctx = zmq.Context()
+        self._reply_addr = f"inproc://mattekit-replies-{id(self)}"
+        self.started_at = time.time()
+        self.stats = collections.Counter()
+
+    # ---- lifecycle
+
+    def bind(self) -> None:
+        self._lock.acquire()
+        path = ipc_path(self.endpoint)
+        if path is not None:
+            private_dir(path.parent)
+            if path.exists():  # left by a daemon that died: we hold the lock, so it is stale
+                path.unlink()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone client raises: we cancel its jobs
+        self.router.setsockopt(zmq.MAXMSGSIZE, config.MAX_FRAME_BYTES)
+        self.router.setsockopt(zmq.SNDHWM, 10_000)
+        self.router.setsockopt(zmq.RCVHWM, 1_000)
+        if self.allow_remote and not is_loopback(self.endpoint):
+            pub, sec = curve_keys()
+            self.router.curve_server = True
+            self.router.curve_secretkey = sec
+            self.router.curve_publickey = pub
+            log.warning("remote access on %s, CURVE server key %s", self.endpoint, pub.decode())
+        try:
+            self.router.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            self._lock.release()
+            raise SetupError(f"cannot bind {self.endpoint}: {exc}") from None
+        if path is not None:
+            os.chmod(path, 0o600)
+        self.replies = self.ctx.socket(zmq.PULL)
+        self.replies.bind(self._reply_addr)
+        self.worker = threading.Thread(target=self._work, name="mattekit-worker", daemon=True)
+        self.worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def serve(self, *, ready: Callable[[], None] | None = None, install_signals: bool = True) -> None:
+        self.bind()
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        log.info("mattekit %s serving on %s", __version__, self.endpoint)
+        if ready:
+            ready()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.replies, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(200))
+                if self.replies in events:
+                    self._forward_replies()
+                if self.router in events:
+                    self._receive()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for job in list(self.jobs.values()):
+            job.cancel.set()
+        self.scheduler.close()
+        self.worker.join(timeout=10)
+        self._forward_replies()
+        self.router.close(0)
+        self.replies.close(0)
+        self.ctx.term()
+        path = ipc_path(self.endpoint)
+        if path is not None and path.exists():
+            path.unlink()
+        self._lock.release()
+        log.info("mattekit daemon stopped")
+
+    # ---- I/O loop
+
+    def _send(self, peer: bytes, header: dict[str, Any], frames: list[Any] = ()) -> bool:
+        try:
+            self.router.send_multipart([peer, P.encode_header(header), *frames], copy=False)
+            return True
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:  # the client is gone: its work is pointless
+                self._peer_gone(peer)
+                return False
+            raise
+
+    def _peer_gone(self, peer: bytes) -> None:
+        for job in self.scheduler.drain_peer(peer):
+            self.jobs.pop(job.key, None)
+        for key, job in list(self.jobs.items()):
+            if key[0] == peer:
+                job.cancel.set()
+        self.stats["peers_gone"] += 1
+
+    def _forward_replies(self) -> None:
+        while True:
+            try:
+                parts = self.replies.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            peer, header_frame, *frames = parts
+            header = P.decode_header(header_frame.bytes)
+            if header["op"] in ("result", "error"):
+                self.jobs.pop((peer.bytes, header["id"]), None)
+            self._send(peer.bytes, header, frames)
+
+    def _receive(self) -> None:
+        try:
+            parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        peer = parts[0].bytes
+        rid = None
+        try:
+            if len(parts) < 2:
+                raise P.ProtocolError(P.E_BAD_MESSAGE, "empty message: frame 0 must be a JSON header")
+            header = P.decode_header(parts[1].buffer, max_bytes=config.MAX_HEADER_BYTES, max_depth=config.MAX_HEADER_DEPTH)
+            rid = header.get("id") if isinstance(header.get("id"), str) else None
+            P.check_envelope(header)
+            self._dispatch(peer, header, parts[2:])
+        except P.ProtocolError as exc:
+            self.stats["errors:" + exc.code] += 1
+            self._send(peer, P.error_header(rid, exc.code, exc.message))
+        except Exception as exc:  # a bug must cost one request, never the daemon
+            log.exception("internal error handling a request")
+            self.stats["errors:internal"] += 1
+            self._send(peer, P.error_header(rid, P.E_INTERNAL, f"internal error: {type(exc).__name__}: {exc}"))
+
+    def _authorised(self, header: dict[str, Any]) -> bool:
+        tok = header.get("token")
+        return isinstance(tok, str) and hmac.compare_digest(tok.encode(), self.token.encode())
+
+    def _dispatch(self, peer: bytes, header: dict[str, Any], frames: list[Any]) -> None:
+        op, rid = header["op"], header["id"]
+        authorised = self._authorised(header)
+        if op == "hello":
+            self._send(peer, P.make_header("result", id=rid, **self.hello(full=authorised)))
+            return
+        if not authorised:
+            raise P.ProtocolError(P.E_UNAUTHORIZED, "missing or wrong token: read it from " + str(config.token_path()))
+        if op in P.CONTROL_OPS and frames:
+            raise P.ProtocolError(P.E_BAD_MESSAGE, f"{op} takes no buffers, {len(frames)} came")
+        if op == "ping":
+            self._send(peer, P.make_header("result", id=rid, pong=True, queued=len(self.scheduler), running=self.running is not None))
+        elif op == "cancel":
+            self._cancel(peer, header)
+        elif op == "shutdown":
+            self._send(peer, P.make_header("result", id=rid, stopping=True))
+            self.stop()
+        else:
+            self._submit(peer, header, frames)
+
+    def _cancel(self, peer: bytes, header: dict[str, Any]) -> None:
+        target = header.get("target")
+        if not isinstance(target, str):
+            raise P.ProtocolError(P.E_BAD_PARAMS, "cancel needs 'target': the id of the job to cancel")
+        key = (peer, target)
+        job = self.scheduler.remove(key)
+        if job is not None:  # still queued: it never runs
+            self.jobs.pop(key, None)
+            self._send(peer, P.error_header(target, P.E_CANCELLED, "cancelled before it started"))
+            state = "queued"
+        elif key in self.jobs:
+            self.jobs[key].cancel.set()  # the worker answers `cancelled` at its next checkpoint
+            state = "running"
+        else:
+            raise P.ProtocolError(P.E_NOT_FOUND, f"no queued or running job {target!r} from this client")
+        self.stats["cancelled"] += 1
+        self._send(peer, P.make_header("result", id=header["id"], cancelled=target, state=state))
+
+    def _submit(self, peer: bytes, header: dict[str, Any], frames: list[Any]) -> None:
+        op, rid = header["op"], header["id"]
+        specs = P.parse_buffers(header, frames, max_pixels=self.max_pixels, max_side=config.MAX_SIDE)
+        params = P.check_job(op, header.get("params"), specs)
+        if (peer, rid) in self.jobs:
+            raise P.ProtocolError(P.E_DUPLICATE_ID, f"job {rid!r} is already queued or running")
+        job = Job(peer, rid, op, params, specs, frames)
+        if not self.scheduler.put(job):
+            self.stats["busy"] += 1
+            raise P.ProtocolError(P.E_BUSY, f"{len(self.scheduler)} jobs are waiting; try again when one has finished")
+        self.jobs[job.key] = job
+        self.stats["jobs"] += 1
+        self._send(peer, P.progress_header(rid, "queued", 0.0, position=len(self.scheduler)))
+
+    def hello(self, full: bool) -> dict[str, Any]:
+        info: dict[str, Any] = {"server": "mattekit", "version": __version__, "protocol_version": P.PROTOCOL_VERSION}
+        if full:
+            info.update(
+                ops=list(P.REQUEST_OPS),
+                dtypes=list(P.DTYPES),
+                orders=list(P.ORDERS),
+                transfers=list(P.TRANSFERS),
+                max_pixels=self.max_pixels,
+                max_side=config.MAX_SIDE,
+                params=P.JOB_PARAMS,
+                **self.engine.capabilities(),
+            )
+        return info
+
+    # ---- worker thread
+
+    def _work(self) -> None:
+        push = self.ctx.socket(zmq.PUSH)
+        push.connect(self._reply_addr)
+        try:
+            while True:
+                job = self.scheduler.get()
+                if job is None:
+                    return
+                self.running = job
+                try:
+                    self._run(job, push)
+                finally:
+                    self.running = None
+                    job.frames = []  # drop the request buffers now, not when the dict entry goes
+        finally:
+            push.close(0)
+
+    def _run(self, job: Job, push: zmq.Socket) -> None:
+        def reply(header: dict[str, Any], frames: list[Any] = ()) -> None:
+            push.send_multipart([job.peer, P.encode_header(header), *frames], copy=False)
+
+        def progress(stage: str, fraction: float, **extra: Any) -> None:
+            if job.cancel.is_set():
+                raise Cancelled()
+            frames = extra.pop("frames", [])
+            reply(P.progress_header(job.id, stage, fraction, **extra), frames)
+
+        t0 = time.perf_counter()
+        try:
+            if job.cancel.is_set():
+                raise Cancelled()
+            inputs = {s.name: P.array_from_buffer(s, f) for s, f in zip(job.specs, job.frames)}
+            out = self.engine.run(job.op, job.params, inputs, job.specs, progress)
+            descs, frames = [], []
+            for name, (spec, arr) in out.buffers.items():
+                descs.append(spec.to_json())
+                frames.append(arr)
+            meta = dict(out.meta)
+            meta.setdefault("timings", {})["total_s"] = round(time.perf_counter() - t0, 4)
+            reply(P.make_header("result", id=job.id, buffers=descs, **meta), frames)
+        except Cancelled:
+            reply(P.error_header(job.id, P.E_CANCELLED, "cancelled"))
+        except P.ProtocolError as exc:
+            reply(P.error_header(job.id, exc.code, exc.message))
+        except MemoryError:
+            reply(P.error_header(job.id, P.E_OUT_OF_MEMORY, "out of memory: try a smaller image or close other programs"))
+        except Exception as exc:
+            if "out of memory" in str(exc).lower():
+                reply(P.error_header(job.id, P.E_OUT_OF_MEMORY, f"out of memory: {exc}"))
+            else:
+                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+                reply(P.error_header(job.id, P.E_INTERNAL, f"{type(exc).__name__}: {exc}"))
+
+
+def curve_keys() -> tuple[bytes, bytes]:
+    """The daemon's CURVE key pair for --allow-remote (created once, 0600)."""
+    d = private_dir(config.config_dir())
+    pub_f, sec_f = d / "curve.public", d / "curve.secret"
+    if not sec_f.exists():
+        pub, sec = zmq.curve_keypair()
+        fd = os.open(sec_f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(sec)
+        pub_f.write_bytes(pub)
+    _check_private(sec_f, 0o600)
+    return pub_f.read_bytes(), sec_f.read_bytes()
+
+
+def main_serve(endpoint: str | None = None, allow_remote: bool = False) -> int:
+    """Entry point of `mattekit serve`: returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s mattekit %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        daemon = Daemon(endpoint, allow_remote=allow_remote)
+        daemon.serve(ready=lambda: print(f"mattekit daemon ready on {daemon.endpoint}", file=sys.stderr, flush=True))
+    except SetupError as exc:
+        print(f"mattekit serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,257 @@
+"""The job pipeline: wire arrays in, matting stages, wire arrays out.
+
+The engine turns an editor's pixels (any supported dtype, channel order and
+transfer) into the project's conventions (``image`` float32 sRGB (H, W, 3),
+``alpha``/``guidance`` float32 (H, W)), runs the op, and converts the results back
+to the request's precision: a 16-bit or float image never passes through 8 bits.
+
+Which method runs is decided here (``choose_method``) and reported in the result
+header as ``model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import config, imageops
+from . import protocol as P
+
+log = logging.getLogger("mattekit.engine")
+
+Progress = Callable[..., None]
+
+
+@dataclass
+class EngineOutput:
+    buffers: dict[str, tuple[P.BufferSpec, np.ndarray]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- wire <-> conventions
+
+
+def decode_image(arr: np.ndarray, spec: P.BufferSpec) -> tuple[np.ndarray, np.ndarray | None]:
+    """Wire image (H, W, C) → (image float32 sRGB (H, W, 3) in [0, 1], layer alpha (H, W) or None)."""
+    x = imageops.to_float(arr)
+    if not np.isfinite(x).all():
+        raise P.ProtocolError(P.E_BAD_VALUES, f"'{spec.name}' contains NaN or Inf values")
+    rgb = x[..., :3]
+    if spec.order.startswith("BGR"):
+        rgb = rgb[..., ::-1]
+    layer_alpha = np.clip(x[..., 3], 0, 1) if spec.channels == 4 else None
+    # Matting works on perceptual values: that is what the models were trained on.
+    rgb = np.clip(rgb, 0.0, 1.0)
+    if spec.transfer == "linear":
+        rgb = imageops.linear_to_srgb(rgb)
+    return np.ascontiguousarray(rgb, dtype=np.float32), layer_alpha
+
+
+def decode_mask(arr: np.ndarray, spec: P.BufferSpec, *, trimap: bool = False) -> np.ndarray:
+    """Wire single-channel buffer → float32 (H, W) in [0, 1]; trimaps snap to {0, 0.5, 1}."""
+    x = imageops.to_float(arr)[..., 0]
+    if not np.isfinite(x).all():
+        raise P.ProtocolError(P.E_BAD_VALUES, f"'{spec.name}' contains NaN or Inf values")
+    x = np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
+    if trimap:
+        x = np.where(x < 0.25, 0.0, np.where(x > 0.75, 1.0, 0.5)).astype(np.float32)
+    return x
+
+
+def encode_alpha(alpha: np.ndarray, dtype: str) -> tuple[P.BufferSpec, np.ndarray]:
+    out = imageops.from_float(alpha, P.numpy_dtype(dtype))
+    return P.BufferSpec("alpha", alpha.shape[1], alpha.shape[0], dtype, "Y", "srgb"), np.ascontiguousarray(out)
+
+
+def encode_foreground(rgb: np.ndarray, alpha: np.ndarray, spec: P.BufferSpec) -> tuple[P.BufferSpec, np.ndarray]:
+    """Decontaminated colours + alpha → RGBA/BGRA in the image's dtype and transfer."""
+    if spec.transfer == "linear":
+        rgb = imageops.srgb_to_linear(rgb)
+    order = "BGRA" if spec.order.startswith("BGR") else "RGBA"
+    if order == "BGRA":
+        rgb = rgb[..., ::-1]
+    rgba = np.concatenate([rgb, alpha[..., None]], axis=2)
+    out = imageops.from_float(rgba, P.numpy_dtype(spec.dtype))
+    return P.BufferSpec("foreground", spec.width, spec.height, spec.dtype, order, spec.transfer), np.ascontiguousarray(out)
+
+
+def guidance_is_trimap(g: np.ndarray) -> bool:
+    """A guidance whose values are only 0, ~0.5 and 1, with some ~0.5, is a trimap."""
+    mid = (g > 0.45) & (g < 0.55)
+    if not mid.any():
+        return False
+    return bool(np.all(mid | (g < 0.01) | (g > 0.99)))
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class Engine:
+    """Runs jobs. Holds loaded models (resident between jobs)."""
+
+    def __init__(self) -> None:
+        self._runtimes: dict[str, Any] = {}
+
+    # ---- what is installed
+
+    def capabilities(self) -> dict[str, Any]:
+        return {"models": self.available_models(), "devices": self.devices()}
+
+    @staticmethod
+    def devices() -> list[str]:
+        devs = ["cpu"]
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                devs.append("cuda")
+        except Exception:  # torch missing or broken: classical path only
+            pass
+        return devs
+
+    @staticmethod
+    def available_models() -> dict[str, list[str]]:
+        """Installed weights by task, plus the always-available classical methods."""
+        by_task: dict[str, list[str]] = {"trimap_free": [], "guided": ["classical"], "foreground": ["classical"]}
+        try:
+            from .models.checkpoints import list_weights
+
+            for name, entry in list_weights().items():
+                task = entry.get("task") or _task_of_arch(entry.get("arch", ""))
+                if task in by_task:
+                    by_task[task].append(name)
+        except Exception as exc:  # no weights registry yet, or torch missing
+            log.debug("no learned models: %s", exc)
+        return by_task
+
+    def choose_method(self, task: str, requested: str) -> str:
+        """The weights name (or 'classical') to use for ``task`` given the request's ``model``."""
+        avail = self.available_models()[task]
+        learned = [m for m in avail if m != "classical"]
+        if requested == "classical":
+            if "classical" not in avail:
+                raise P.ProtocolError(P.E_NO_MODEL, f"there is no classical method for {task}")
+            return "classical"
+        if requested in ("auto", "general", "portrait"):
+            preferred = [m for m in learned if requested in ("auto", "general") or "portrait" in m or "modnet" in m]
+            pick = preferred or learned
+            if pick:
+                return pick[0]
+            if "classical" in avail:
+                return "classical"
+            raise P.ProtocolError(
+                P.E_NO_MODEL,
+                "Select Subject needs a subject model and none is installed. Install the shipped weights "
+                "(reinstall mattekit from a full checkout), train one with `mattekit-train`, or import an official "
+                "checkpoint with `mattekit models import modnet|gfm PATH`.",
+            )
+        if requested in avail:
+            return requested
+        raise P.ProtocolError(P.E_NO_MODEL, f"model {requested!r} is not installed for {task}; installed: {avail}")
+
+    def runtime(self, name: str, device: str) -> Any:
+        key = f"{name}@{device}"
+        if key not in self._runtimes:
+            from .runtime import load_runtime
+
+            self._runtimes[key] = load_runtime(name, device=device)
+        return self._runtimes[key]
+
+    # ---- jobs
+
+    def run(self, op: str, params: dict[str, Any], inputs: dict[str, np.ndarray], specs: list[P.BufferSpec], progress: Progress) -> EngineOutput:
+        specs_by = {s.name: s for s in specs}
+        ispec = specs_by["image"]
+        t0 = time.perf_counter()
+        progress("decode", 0.02)
+        image, layer_alpha = decode_image(inputs["image"], ispec)
+        timings = {"decode_s": time.perf_counter() - t0}
+        meta: dict[str, Any] = {"job": op}
+
+        guidance = None
+        if "guidance" in inputs:
+            kind = params["guidance_kind"]
+            g = decode_mask(inputs["guidance"], specs_by["guidance"])
+            is_trimap = kind == "trimap" or (kind == "auto" and guidance_is_trimap(g))
+            guidance = decode_mask(inputs["guidance"], specs_by["guidance"], trimap=True) if is_trimap else g
+            meta["guidance_kind"] = "trimap" if is_trimap else "mask"
+
+        t1 = time.perf_counter()
+        if op == "decontaminate":
+            alpha = decode_mask(inputs["alpha"], specs_by["alpha"])
+            meta["model"] = None
+        elif op == "refine":
+            alpha, meta["model"] = self.refine(image, guidance, params, progress)
+        else:  # select_subject
+            alpha, meta["model"] = self.select_subject(image, guidance, params, progress)
+        timings["alpha_s"] = time.perf_counter() - t1
+
+        out = EngineOutput(meta=meta)
+        alpha_dtype = params["alpha_dtype"] or ispec.dtype
+        if "alpha" in params["outputs"] and op != "decontaminate":
+            out.buffers["alpha"] = encode_alpha(alpha, alpha_dtype)
+        if "foreground" in params["outputs"] or op == "decontaminate":
+            t2 = time.perf_counter()
+            amount = config.DECONTAMINATE_AMOUNT if params["amount"] is None else float(params["amount"])
+            rgb, meta["foreground_model"] = self.foreground(image, alpha, amount, params, progress)
+            out_alpha = alpha if layer_alpha is None else alpha * layer_alpha
+            out.buffers["foreground"] = encode_foreground(rgb, out_alpha, ispec)
+            timings["foreground_s"] = time.perf_counter() - t2
+        progress("encode", 0.99)
+        meta["timings"] = {k: round(v, 4) for k, v in timings.items()}
+        return out
+
+    def refine(self, image: np.ndarray, guidance: np.ndarray, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
+        from . import refine
+
+        method = self.choose_method("guided", params["model"])
+        h, w = guidance.shape
+        band = params["band_px"] or refine.default_band_px(h, w)
+        progress("trimap", 0.08)
+        trimap = refine.guidance_to_trimap(guidance, band)
+        if method == "classical":
+            alpha = refine.closed_form_in_band(image, trimap, progress=lambda f: progress("alpha", 0.1 + 0.7 * f))
+        else:
+            progress("alpha", 0.1, model=method)
+            alpha = self.runtime(method, params["device"]).predict(image, guidance=guidance)
+            # Outside the band the user's selection is trusted as it is.
+            alpha = np.where(trimap == 0.5, alpha, trimap).astype(np.float32)
+        return alpha, method
+
+    def select_subject(self, image: np.ndarray, guidance: np.ndarray | None, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
+        requested = params["model"]
+        if requested == "classical":
+            raise P.ProtocolError(P.E_NO_MODEL, "Select Subject has no classical method: it needs a subject model")
+        avail = self.available_models()["trimap_free"]
+        if not avail:
+            self.choose_method("trimap_free", "auto")  # raises no_model with instructions
+        method = self.choose_method("trimap_free", requested)
+        progress("subject", 0.1, model=method)
+        alpha = self.runtime(method, params["device"]).predict(image)
+        refiners = [m for m in self.available_models()["guided"] if m != "classical"]
+        if refiners:
+            progress("refine", 0.5, model=refiners[0])
+            alpha = self.runtime(refiners[0], params["device"]).predict(image, guidance=alpha)
+            method = f"{method}+{refiners[0]}"
+        return np.clip(alpha, 0, 1).astype(np.float32), method
+
+    def foreground(self, image: np.ndarray, alpha: np.ndarray, amount: float, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
+        from . import foreground as fg
+
+        # The `model` parameter names the alpha model; the colour estimator follows it only for "classical".
+        method = self.choose_method("foreground", "classical" if params["model"] == "classical" else "auto")
+        progress("foreground", 0.82, model=method)
+        if method == "classical":
+            est = fg.estimate_foreground(image, alpha, progress=lambda f: progress("foreground", 0.82 + 0.15 * f))
+        else:
+            est = self.runtime(method, params["device"]).predict(image, alpha=alpha)
+        rgba = fg.decontaminate(image, alpha, est, amount)
+        return rgba[..., :3], method
+
+
+def _task_of_arch(arch: str) -> str:
+    return {"modnet": "trimap_free", "gfm": "trimap_free", "prn": "guided", "fgnet": "foreground"}.get(arch, "")

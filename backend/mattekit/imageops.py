@@ -1,0 +1,144 @@
+"""Pixel plumbing: transfer functions, dtype conversion, resizing, previews.
+
+All functions are pure: arrays in, new arrays out. Float images are float32;
+`image` arrays are (H, W, 3) sRGB-encoded in [0, 1] unless a docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# IEC 61966-2-1 piecewise sRGB transfer function constants.
+_SRGB_A = 0.055
+_SRGB_GAMMA = 2.4
+_SRGB_SLOPE = 12.92
+_SRGB_LIN_THRESHOLD = 0.0031308  # linear-side break point
+_SRGB_ENC_THRESHOLD = 0.04045  # encoded-side break point (= 12.92 * 0.0031308, rounded by the standard)
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values -> linear light (IEC 61966-2-1), float32.
+
+    Any shape. Values outside [0, 1] are extended symmetrically (sign-mirrored
+    below 0, the power law above 1) so float/HDR data survives a round trip.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    a = np.abs(x)
+    lin = np.where(
+        a <= _SRGB_ENC_THRESHOLD,
+        a / _SRGB_SLOPE,
+        ((a + _SRGB_A) / (1.0 + _SRGB_A)) ** _SRGB_GAMMA,
+    )
+    return (np.sign(x) * lin).astype(np.float32)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """Linear light -> sRGB-encoded values (IEC 61966-2-1), float32. Inverse of `srgb_to_linear`."""
+    x = np.asarray(x, dtype=np.float32)
+    a = np.abs(x)
+    enc = np.where(
+        a <= _SRGB_LIN_THRESHOLD,
+        a * _SRGB_SLOPE,
+        (1.0 + _SRGB_A) * a ** (1.0 / _SRGB_GAMMA) - _SRGB_A,
+    )
+    return (np.sign(x) * enc).astype(np.float32)
+
+
+_INT_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def to_float(arr: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / float16 / float32 / float64 / bool array -> float32, integers scaled to [0, 1].
+
+    Floats are converted without rescaling (a copy is always returned).
+    """
+    arr = np.asarray(arr)
+    dt = arr.dtype
+    if dt in _INT_MAX:
+        return arr.astype(np.float32) * np.float32(1.0 / _INT_MAX[dt])
+    if dt in _FLOAT_DTYPES:
+        return arr.astype(np.float32, copy=True)
+    if dt == np.bool_:
+        return arr.astype(np.float32)
+    raise TypeError(f"unsupported dtype {dt}; expected uint8, uint16, float16, float32 or float64")
+
+
+def from_float(arr: np.ndarray, dtype: np.dtype | type | str) -> np.ndarray:
+    """float array in [0, 1] -> `dtype` (uint8, uint16, float16, float32).
+
+    Integers: clipped to [0, 1], scaled, rounded half-up (x*max + 0.5, floored), NaN -> 0.
+    Floats: cast only (no clipping, so out-of-range float data is preserved).
+    """
+    dt = np.dtype(dtype)
+    arr = np.asarray(arr, dtype=np.float32)
+    if dt in _INT_MAX:
+        m = _INT_MAX[dt]
+        clean = np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0)
+        scaled = np.floor(np.clip(clean, 0.0, 1.0).astype(np.float64) * m + 0.5)
+        return scaled.astype(dt)
+    if dt in _FLOAT_DTYPES:
+        return arr.astype(dt)
+    raise TypeError(f"unsupported dtype {dt}; expected uint8, uint16, float16 or float32")
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+    h, w = int(size[0]), int(size[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"target size must be positive, got {size}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.shape[:2] == (h, w):
+        return arr.copy()
+    if arr.ndim == 3 and arr.shape[2] > 4:
+        # cv2.resize handles at most 4 channels for every interpolation mode; go channel by channel.
+        return np.stack([_resize(arr[..., c], (h, w), interpolation) for c in range(arr.shape[2])], axis=-1)
+    out = cv2.resize(arr, (w, h), interpolation=interpolation)
+    if arr.ndim == 3 and out.ndim == 2:  # cv2 drops a singleton channel axis
+        out = out[..., None]
+    return out
+
+
+def resize_area(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float (H, W) or (H, W, C) array to `size` = (h, w) by area averaging (for shrinking)."""
+    return _resize(arr, size, cv2.INTER_AREA)
+
+
+def resize_linear(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float (H, W) or (H, W, C) array to `size` = (h, w) bilinearly (for enlarging)."""
+    return _resize(arr, size, cv2.INTER_LINEAR)
+
+
+def checkerboard(h: int, w: int, cell: int = 8, light: float = 0.8, dark: float = 0.6) -> np.ndarray:
+    """The usual transparency checkerboard, float32 (h, w, 3) in [0, 1]."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    board = np.where(((yy // cell) + (xx // cell)) % 2 == 0, light, dark).astype(np.float32)
+    return np.repeat(board[..., None], 3, axis=2)
+
+
+def composite_over_checkerboard(rgb: np.ndarray, alpha: np.ndarray, cell: int = 8) -> np.ndarray:
+    """Preview: `rgb` (H, W, 3) over a checkerboard with `alpha` (H, W), float32 (H, W, 3).
+
+    Blends in the encoded space, like editors' canvas previews do.
+    """
+    h, w = alpha.shape
+    a = np.clip(alpha.astype(np.float32), 0.0, 1.0)[..., None]
+    return (a * rgb.astype(np.float32) + (1.0 - a) * checkerboard(h, w, cell)).astype(np.float32)
+
+
+def is_finite(arr: np.ndarray) -> bool:
+    """True when `arr` holds no NaN or +-Inf (integer arrays are always finite)."""
+    arr = np.asarray(arr)
+    if not np.issubdtype(arr.dtype, np.floating):
+        return True
+    return bool(np.isfinite(arr).all())
+
+
+def check_finite(arr: np.ndarray, name: str = "array") -> np.ndarray:
+    """Return `arr` unchanged, or raise ValueError naming `name` and the count of NaN/Inf values."""
+    if not is_finite(arr):
+        arr = np.asarray(arr)
+        n_nan = int(np.isnan(arr).sum())
+        n_inf = int(np.isinf(arr).sum())
+        raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} Inf values")
+    return arr
