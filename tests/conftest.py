@@ -10,3 +10,56 @@ for sub in ("backend", "training", "tests"):
         sys.path.insert(0, p)
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import shutil
+import tempfile
+import threading
+
+import pytest
+
+
+@pytest.fixture
+def mk_env(monkeypatch):
+    """Private runtime/config dirs (short paths: AF_UNIX paths are limited to ~107 bytes)."""
+    base = tempfile.mkdtemp(prefix="mk-")
+    monkeypatch.setenv("MATTEKIT_RUNTIME_DIR", f"{base}/rt")
+    monkeypatch.setenv("MATTEKIT_CONFIG_DIR", f"{base}/cfg")
+    monkeypatch.setenv("MATTEKIT_DATA_DIR", f"{base}/data")
+    monkeypatch.delenv("MATTEKIT_ENDPOINT", raising=False)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def start_daemon(mk_env):
+    """Factory: start a real daemon (in a thread of this process) on a real socket; stopped at teardown."""
+    from mattekit.daemon import Daemon
+
+    started = []
+
+    def start(endpoint: str | None = None, **kwargs):
+        endpoint = endpoint or f"ipc://{mk_env}/rt/daemon.sock"
+        d = Daemon(endpoint, **kwargs)
+        ready = threading.Event()
+        t = threading.Thread(target=d.serve, kwargs={"ready": ready.set, "install_signals": False}, daemon=True)
+        t.start()
+        assert ready.wait(20), "daemon did not start"
+        started.append((d, t))
+        return d
+
+    yield start
+    for d, t in started:
+        d.stop()
+        t.join(20)
+
+
+@pytest.fixture
+def daemon(start_daemon):
+    """A running classical-only daemon and a connected client."""
+    from mattekit.client import Client
+    from mattekit.engine import Engine
+
+    d = start_daemon(engine=Engine(learned=False))
+    client = Client(d.endpoint, token=d.token, connect_timeout=30, retries=0, timeout=300)
+    yield d, client
+    client.close()

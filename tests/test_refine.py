@@ -109,3 +109,25 @@ def test_edge_cases_no_band_border_tiny_all_unknown():
         t.flat[0] = 1.0
         out = refine.closed_form_in_band(rng.random(shape + (3,)).astype(np.float32), t)
         assert out.shape == shape and np.isfinite(out).all()
+
+
+def test_tile_seeing_one_label_gets_the_constant_solution():
+    rng = np.random.default_rng(2)
+    image = rng.random((40, 40, 3)).astype(np.float32)
+    tri = np.zeros((40, 40), np.float32)
+    tri[10:20, 10:20] = 0.5  # an unknown hole inside known background only
+    out = refine.closed_form_in_band(image, tri, fallback=np.full((40, 40), 0.7, np.float32))
+    np.testing.assert_array_equal(out, 0.0)
+    tri[30:, :] = 1.0  # foreground in the crop but coupled to no unknown pixel: still 0
+    np.testing.assert_array_equal(refine.closed_form_in_band(image, tri, margin=16)[10:20, 10:20], 0.0)
+    # a long band whose far end touches foreground: tiles near the other end see only
+    # background; the result stays close to the full-frame solve
+    from pymatting import estimate_alpha_cf
+
+    tri[:] = 0.0
+    tri[5:8, 2:38] = 0.5
+    tri[4:9, 36:40] = 1.0
+    tri[5:8, 36:] = 1.0
+    out = refine.closed_form_in_band(image, tri, tile=8, margin=2)
+    full = estimate_alpha_cf(image.astype(np.float64), tri.astype(np.float64))
+    assert np.abs(out - full).max() < 0.02

@@ -96,6 +96,8 @@ class Client:
     @property
     def token(self) -> str:
         if self._token is None:
+            if self.autostart and not config.token_path().exists():
+                start_daemon(self.endpoint)  # the daemon creates the token on first start
             self._token = read_token()
         return self._token
 
@@ -255,7 +257,7 @@ def start_daemon(endpoint: str | None = None, wait_s: float = 60.0) -> bool:
 
     log_dir = private_dir(config.runtime_dir())
     log = open(Path(log_dir) / "daemon.log", "ab")
-    cmd = [sys.executable, "-m", "mattekit", "serve", "--endpoint", endpoint]
+    cmd = [sys.executable, "-m", "mattekit", "--endpoint", endpoint, "serve"]
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -28,9 +28,10 @@ CLIENT_TIMEOUT_S = 600.0
 CLIENT_CONNECT_TIMEOUT_S = 5.0
 CLIENT_RETRIES = 2
 
-#: Unknown band for refine: width in pixels is max(MIN, short_side * FRACTION) unless given.
-BAND_MIN_PX = 6
-BAND_FRACTION = 0.012
+#: Unknown band for refine: total width in pixels is max(MIN, short_side * FRACTION) unless given.
+#: Wide enough that a quick lasso (off by ~1-2 % of the image) still has its true edge inside.
+BAND_MIN_PX = 16
+BAND_FRACTION = 0.02
 
 #: Default decontamination amount (0 = keep original colours, 1 = fully estimated).
 DECONTAMINATE_AMOUNT = 1.0

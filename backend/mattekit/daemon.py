@@ -466,22 +466,23 @@ class Daemon:
                     return
                 self.running = job
                 try:
-                    self._run(job, push)
+                    header, frames = self._run(job, push)
                 finally:
                     self.running = None
                     job.frames = []  # drop the request buffers now, not when the dict entry goes
+                # Only now the final reply: a client that sees it also sees the worker idle.
+                push.send_multipart([job.peer, P.encode_header(header), *frames], copy=False)
         finally:
             push.close(0)
 
-    def _run(self, job: Job, push: zmq.Socket) -> None:
-        def reply(header: dict[str, Any], frames: list[Any] = ()) -> None:
-            push.send_multipart([job.peer, P.encode_header(header), *frames], copy=False)
+    def _run(self, job: Job, push: zmq.Socket) -> tuple[dict[str, Any], list[Any]]:
+        """Run one job, streaming its progress; return its final reply (result or error)."""
 
         def progress(stage: str, fraction: float, **extra: Any) -> None:
             if job.cancel.is_set():
                 raise Cancelled()
             frames = extra.pop("frames", [])
-            reply(P.progress_header(job.id, stage, fraction, **extra), frames)
+            push.send_multipart([job.peer, P.encode_header(P.progress_header(job.id, stage, fraction, **extra)), *frames], copy=False)
 
         t0 = time.perf_counter()
         try:
@@ -489,25 +490,22 @@ class Daemon:
                 raise Cancelled()
             inputs = {s.name: P.array_from_buffer(s, f) for s, f in zip(job.specs, job.frames)}
             out = self.engine.run(job.op, job.params, inputs, job.specs, progress)
-            descs, frames = [], []
-            for name, (spec, arr) in out.buffers.items():
-                descs.append(spec.to_json())
-                frames.append(arr)
+            descs = [spec.to_json() for spec, _ in out.buffers.values()]
+            frames = [arr for _, arr in out.buffers.values()]
             meta = dict(out.meta)
             meta.setdefault("timings", {})["total_s"] = round(time.perf_counter() - t0, 4)
-            reply(P.make_header("result", id=job.id, buffers=descs, **meta), frames)
+            return P.make_header("result", id=job.id, buffers=descs, **meta), frames
         except Cancelled:
-            reply(P.error_header(job.id, P.E_CANCELLED, "cancelled"))
+            return P.error_header(job.id, P.E_CANCELLED, "cancelled"), []
         except P.ProtocolError as exc:
-            reply(P.error_header(job.id, exc.code, exc.message))
+            return P.error_header(job.id, exc.code, exc.message), []
         except MemoryError:
-            reply(P.error_header(job.id, P.E_OUT_OF_MEMORY, "out of memory: try a smaller image or close other programs"))
+            return P.error_header(job.id, P.E_OUT_OF_MEMORY, "out of memory: try a smaller image or close other programs"), []
         except Exception as exc:
             if "out of memory" in str(exc).lower():
-                reply(P.error_header(job.id, P.E_OUT_OF_MEMORY, f"out of memory: {exc}"))
-            else:
-                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-                reply(P.error_header(job.id, P.E_INTERNAL, f"{type(exc).__name__}: {exc}"))
+                return P.error_header(job.id, P.E_OUT_OF_MEMORY, f"out of memory: {exc}"), []
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            return P.error_header(job.id, P.E_INTERNAL, f"{type(exc).__name__}: {exc}"), []
 
 
 def curve_keys() -> tuple[bytes, bytes]:

@@ -79,21 +79,15 @@ def encode_foreground(rgb: np.ndarray, alpha: np.ndarray, spec: P.BufferSpec) ->
     return P.BufferSpec("foreground", spec.width, spec.height, spec.dtype, order, spec.transfer), np.ascontiguousarray(out)
 
 
-def guidance_is_trimap(g: np.ndarray) -> bool:
-    """A guidance whose values are only 0, ~0.5 and 1, with some ~0.5, is a trimap."""
-    mid = (g > 0.45) & (g < 0.55)
-    if not mid.any():
-        return False
-    return bool(np.all(mid | (g < 0.01) | (g > 0.99)))
-
-
 # --------------------------------------------------------------------------- engine
 
 
 class Engine:
     """Runs jobs. Holds loaded models (resident between jobs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, learned: bool = True) -> None:
+        #: False: classical methods only (no weights are looked up), e.g. for a baseline daemon.
+        self.learned = learned
         self._runtimes: dict[str, Any] = {}
 
     # ---- what is installed
@@ -113,10 +107,11 @@ class Engine:
             pass
         return devs
 
-    @staticmethod
-    def available_models() -> dict[str, list[str]]:
+    def available_models(self) -> dict[str, list[str]]:
         """Installed weights by task, plus the always-available classical methods."""
         by_task: dict[str, list[str]] = {"trimap_free": [], "guided": ["classical"], "foreground": ["classical"]}
+        if not self.learned:
+            return by_task
         try:
             from .models.checkpoints import list_weights
 
@@ -176,7 +171,10 @@ class Engine:
         if "guidance" in inputs:
             kind = params["guidance_kind"]
             g = decode_mask(inputs["guidance"], specs_by["guidance"])
-            is_trimap = kind == "trimap" or (kind == "auto" and guidance_is_trimap(g))
+            from .refine import is_trimap as looks_like_trimap
+
+            # tol 0.01: an 8-bit trimap's 128 is 0.502, not 0.5.
+            is_trimap = kind == "trimap" or (kind == "auto" and looks_like_trimap(g, tol=0.01))
             guidance = decode_mask(inputs["guidance"], specs_by["guidance"], trimap=True) if is_trimap else g
             meta["guidance_kind"] = "trimap" if is_trimap else "mask"
 

@@ -109,6 +109,44 @@ def _solve_cf(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
     return estimate_alpha_cf(image.astype(np.float64), trimap.astype(np.float64))
 
 
+def _solve_tile(
+    image: np.ndarray, trimap: np.ndarray, band: np.ndarray, box: tuple[int, int, int, int], margin: int
+) -> np.ndarray | None:
+    """Solve one tile's crop; returns alpha over the core box, or None when nothing anchors it.
+
+    Known pixels enter the system only through the 3x3 windows they share with unknown
+    pixels. A crop whose unknown pixels are coupled to one label only has a constant exact
+    solution (the Laplacian's null space) — and pymatting's CG divides by zero on that
+    zero right-hand side — which may just mean the margin is too small to reach the other
+    label along the band, so the margin is grown (x2, x4, x8) before accepting the constant.
+    A solve that still fails (CG not converging) leaves the tile to the fallback.
+    """
+    h, w = trimap.shape
+    y0, y1, x0, x1 = box
+    reach = np.ones((5, 5), np.uint8)  # pixels sharing a 3x3 window are <= 2 apart
+    for m in (margin, 2 * margin, 4 * margin, 8 * margin):
+        cy0, cy1, cx0, cx1 = max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
+        unknown = band[cy0:cy1, cx0:cx1]
+        coupled = (cv2.dilate(unknown.astype(np.uint8), reach) > 0) & ~unknown
+        crop_tri = trimap[cy0:cy1, cx0:cx1]
+        has_fg = bool((coupled & (crop_tri >= 0.9)).any())
+        has_bg = bool((coupled & (crop_tri <= 0.1)).any())
+        whole = (cy0, cy1, cx0, cx1) == (0, h, 0, w)
+        if has_fg and has_bg:
+            if min(cy1 - cy0, cx1 - cx0) < 3:  # the Laplacian needs 3x3 windows
+                return None
+            try:
+                crop_alpha = _solve_cf(image[cy0:cy1, cx0:cx1], crop_tri)
+            except ValueError:  # pymatting: CG did not converge
+                return None
+            return crop_alpha[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0].astype(np.float32)
+        if whole or m == 8 * margin:
+            break
+    if not (has_fg or has_bg):
+        return None
+    return np.full((y1 - y0, x1 - x0), 1.0 if has_fg else 0.0, np.float32)
+
+
 def closed_form_in_band(
     image: np.ndarray,
     trimap: np.ndarray,
@@ -124,7 +162,8 @@ def closed_form_in_band(
     progress: called with the fraction done (0..1] after each tile; raise from it to cancel
         (the exception propagates, nothing is returned).
     fallback: float (H, W) alpha used for unknown pixels whose tile has no known pixel to
-        anchor the solve (e.g. the guidance); 0.5 when omitted.
+        anchor the solve (e.g. the guidance); 0.5 when omitted. A tile that sees only known
+        foreground (background) even with an 8x margin gets alpha 1 (0), the exact solution.
     tile, margin: tile core size and the context added around it (clipped at the border).
     Returns float32 (H, W) alpha in [0, 1]; known pixels are copied from the trimap.
 
@@ -146,14 +185,8 @@ def closed_form_in_band(
         return alpha
     labels, tiles = band_tiles(band, tile)
     for i, (lab, (y0, y1, x0, x1)) in enumerate(tiles):
-        cy0, cy1 = max(0, y0 - margin), min(h, y1 + margin)
-        cx0, cx1 = max(0, x0 - margin), min(w, x1 + margin)
-        crop_tri = trimap[cy0:cy1, cx0:cx1]
-        known = ~band[cy0:cy1, cx0:cx1]
-        # Need at least one known pixel for a unique solution, and >= 3x3 for the 3x3 windows.
-        if known.any() and min(cy1 - cy0, cx1 - cx0) >= 3:
-            crop_alpha = _solve_cf(image[cy0:cy1, cx0:cx1], crop_tri)
-            core = crop_alpha[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
+        core = _solve_tile(image, trimap, band, (y0, y1, x0, x1), margin)
+        if core is not None:
             sel = labels[y0:y1, x0:x1] == lab
             alpha[y0:y1, x0:x1][sel] = core[sel]
         if progress is not None:

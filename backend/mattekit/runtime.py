@@ -10,6 +10,7 @@ network call (`predict(..., forward=OrtForward)`), so both backends share it.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import warnings
 from contextlib import nullcontext
@@ -86,6 +87,7 @@ def export_onnx(model: nn.Module, path: str | Path, h: int = 512, w: int = 512,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     was_training = model.training
     model.eval()
     inputs = tuple(model.onnx_example_inputs(h, w))
@@ -106,18 +108,22 @@ def export_onnx(model: nn.Module, path: str | Path, h: int = 512, w: int = 512,
         dyn[name] = {0: "batch"}
         if model.onnx_dynamic_hw and t.dim() == 4:
             dyn[name].update({2: f"{name}_height", 3: f"{name}_width"})
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript exporter deprecation / tracer chatter
-        torch.onnx.export(wrapper, inputs, str(path), input_names=in_names, output_names=out_names,
-                          dynamic_axes=dyn, opset_version=max(opset, ONNX_OPSET), dynamo=False,
-                          do_constant_folding=True, external_data=False)
-    proto = onnx.load(str(path))
-    for k, v in {_STRUCTURE_KEY: json.dumps(spec),
-                 "mattekit.arch": getattr(model, "registry_name", type(model).__name__)}.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.save(proto, str(path))
-    model.train(was_training)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript exporter deprecation / tracer chatter
+            torch.onnx.export(wrapper, inputs, str(tmp), input_names=in_names, output_names=out_names,
+                              dynamic_axes=dyn, opset_version=max(opset, ONNX_OPSET), dynamo=False,
+                              do_constant_folding=True, external_data=False)
+        proto = onnx.load(str(tmp))
+        for k, v in {_STRUCTURE_KEY: json.dumps(spec),
+                     "mattekit.arch": getattr(model, "registry_name", type(model).__name__)}.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)  # never leave a half-written export at `path` (it may be a cache)
+    finally:
+        tmp.unlink(missing_ok=True)
+        model.train(was_training)
     return path
 
 
@@ -219,13 +225,25 @@ class Runtime:
             raise ValueError(f"{self.model.registry_name} needs guidance (a mask or trimap)")
         if self.task == "foreground" and a is None:
             raise ValueError(f"{self.model.registry_name} needs alpha")
-        if self.forward is None and self.device.type == "cuda" and self.model is not None:
+        if self.forward is None and self.device.type == "cuda":
             img = img.contiguous(memory_format=torch.channels_last)
         ctx = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
         with ctx:
             out = self.model.predict(img, guidance=g, alpha=a, forward=self.forward)
         out = out[0].float().clamp(0, 1).cpu().numpy()
         return out[0] if out.shape[0] == 1 else out.transpose(1, 2, 0)
+
+
+def _onnx_cache_path(model: nn.Module, hw: tuple[int, int]) -> Path:
+    """Registered weights export once to the user weights dir (keyed by their sha256); others to a temp dir."""
+    arch = getattr(model, "registry_name", "model")
+    sha = (getattr(model, "weights_entry", None) or {}).get("sha256")
+    if sha:
+        from . import config as mk_config
+
+        suffix = "" if getattr(model, "onnx_dynamic_hw", False) else f"-{hw[0]}x{hw[1]}"
+        return mk_config.user_weights_dir() / "onnx" / f"{arch}-{sha[:16]}-torch{torch.__version__}{suffix}.onnx"
+    return Path(tempfile.mkdtemp(prefix="mattekit-onnx-")) / f"{arch}.onnx"
 
 
 def load_runtime(name_or_model: str | Path | nn.Module, *, device: str | torch.device = "auto",
@@ -255,7 +273,7 @@ def load_runtime(name_or_model: str | Path | nn.Module, *, device: str | torch.d
     import onnxruntime as ort
 
     if onnx_path is None:
-        onnx_path = Path(tempfile.mkdtemp(prefix="mattekit-onnx-")) / f"{getattr(model, 'registry_name', 'model')}.onnx"
+        onnx_path = _onnx_cache_path(model, onnx_hw)
     onnx_path = Path(onnx_path)
     if not onnx_path.exists():
         export_onnx(model.cpu(), onnx_path, *onnx_hw)

@@ -50,8 +50,9 @@ def composite(fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def match_background(bg: np.ndarray, shape: Sequence[int], rng: np.random.Generator,
                      scale: tuple[float, float] = (1.0, 1.5)) -> np.ndarray:
-    """Resolution matching (RSSN): resize `bg` so it covers `shape[:2]` (times a random
-    zoom in `scale`), then take a random crop of exactly that size. -> HxWx3 float32."""
+    """Resolution matching (RSSN): resize `bg` (float [0,1] or uint8) so it covers
+    `shape[:2]` (times a random zoom in `scale`), then take a random crop of exactly that
+    size. -> HxWx3 float32 [0,1]."""
     h, w = int(shape[0]), int(shape[1])
     bh, bw = bg.shape[:2]
     s = max(h / bh, w / bw) * float(rng.uniform(*scale))
@@ -59,7 +60,10 @@ def match_background(bg: np.ndarray, shape: Sequence[int], rng: np.random.Genera
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
     r = cv2.resize(bg, (nw, nh), interpolation=interp)
     y, x = int(rng.integers(0, nh - h + 1)), int(rng.integers(0, nw - w + 1))
-    return np.ascontiguousarray(r[y:y + h, x:x + w, :3]).astype(np.float32)
+    out = np.ascontiguousarray(r[y:y + h, x:x + w, :3]).astype(np.float32)
+    if bg.dtype == np.uint8:
+        out *= np.float32(1 / 255)
+    return out
 
 
 def denoise(img: np.ndarray, method: str = "bilateral") -> np.ndarray:
@@ -149,15 +153,16 @@ def mg_perturb(alpha: np.ndarray, rng: np.random.Generator, kmax: int = 30, p_cu
     return cut_mask(m, rng, p_cut)
 
 
-def lasso_guidance(alpha: np.ndarray, rng: np.random.Generator, margin: tuple[float, float] = (0.01, 0.06),
-                   n_vertices: tuple[int, int] = (8, 24)) -> np.ndarray:
-    """A coarse hand-drawn "lasso" selection around the subject: a jittered polygon through
-    points on the dilated subject outline. -> float32 {0,1} HxW (empty alpha -> zeros)."""
+def lasso_guidance(alpha: np.ndarray, rng: np.random.Generator, margin: tuple[float, float] = (0.01, 0.05),
+                   n_vertices: tuple[int, int] = (10, 40)) -> np.ndarray:
+    """A coarse hand-drawn "lasso" selection around the subject: a polygon through roughly
+    evenly spaced points of the subject's outline grown by a random margin, each point
+    jittered. -> float32 {0,1} HxW (an empty alpha gives zeros)."""
     h, w = alpha.shape
     m = (alpha > 0.5).astype(np.uint8)
     if m.sum() == 0:
         return np.zeros((h, w), np.float32)
-    d = max(3, int(min(h, w) * rng.uniform(*margin)))
+    d = max(2, int(min(h, w) * rng.uniform(*margin)))
     grown = cv2.dilate(m, _disk(2 * d + 1))
     contours, _ = cv2.findContours(grown, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     out = np.zeros((h, w), np.uint8)
@@ -166,13 +171,20 @@ def lasso_guidance(alpha: np.ndarray, rng: np.random.Generator, margin: tuple[fl
         if len(c) < 3:
             continue
         nv = min(len(c), int(rng.integers(n_vertices[0], n_vertices[1] + 1)))
-        idx = np.sort(rng.choice(len(c), size=nv, replace=False))
-        pts = c[idx] + rng.normal(0, d / 2, size=(nv, 2)).astype(np.float32)
+        step = len(c) / nv
+        idx = (np.arange(nv) * step + rng.uniform(0, step, size=nv)).astype(np.int64) % len(c)
+        pts = c[np.sort(idx)] + rng.normal(0, d / 3, size=(nv, 2)).astype(np.float32)
         cv2.fillPoly(out, [np.round(pts).astype(np.int32)], 1)
     return out.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- augmentation
+
+
+def snap_alpha(alpha: np.ndarray, tol: float = 1e-3) -> np.ndarray:
+    """Set alpha within `tol` of 0 or 1 to exactly 0 or 1 (interpolation in warps and
+    resizes leaves 0.99999 in opaque cores, which would empty the "alpha == 1" targets)."""
+    return np.where(alpha < tol, 0.0, np.where(alpha > 1 - tol, 1.0, alpha)).astype(np.float32)
 
 
 def over(fg1: np.ndarray, a1: np.ndarray, fg2: np.ndarray, a2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +313,8 @@ def boundary_mask(alpha: np.ndarray, k: int | None = None) -> np.ndarray:
 def rosta_targets(alpha: np.ndarray, mode: str = "tt", k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """GFM RoSTa glance target and focus (transition) mask.
 
-    - "tt" (k=25): classes 0 background, 1 transition, 2 foreground; fg = erode(alpha==1),
+    - "tt" (k=25): classes 0 background, 1 transition, 2 foreground; fg = erode(alpha==1)
+      (alpha >= 1 - 1e-4),
       transition = dilate(alpha>0) - fg (GFM's gen_trimap_with_dilate).
     - "ft" (k=50): classes 0 / 1 where 1 = erode(alpha>0) (the foreground core);
       transition = 1(alpha>0) - core; CM fusion alpha = glance + focus.
@@ -313,7 +326,7 @@ def rosta_targets(alpha: np.ndarray, mode: str = "tt", k: int | None = None) -> 
     support = (alpha > 0).astype(np.float32)
     if mode == "tt":
         k = 25 if k is None else k
-        fg = erode(alpha >= 1.0, k)
+        fg = erode(alpha >= 1.0 - 1e-4, k)
         trans = np.clip(dilate(support, k) - fg, 0, 1)
         glance = np.where(fg > 0, 2, np.where(trans > 0, 1, 0))
     elif mode == "ft":

@@ -101,11 +101,18 @@ def contact_sheet(rows: list[list[tuple[str, np.ndarray]]], thumb: int = 256) ->
     return sheet
 
 
-def save_png(path: str | Path, img: np.ndarray) -> Path:
-    """Write an HxWx3 (or HxW) uint8 RGB array as a compressed PNG; creates the folder."""
+def save_png(path: str | Path, img: np.ndarray, colors: int | None = None) -> Path:
+    """Write an HxWx3 (or HxW) uint8 RGB array as a compressed PNG; creates the folder.
+
+    colors: quantise to a palette of this many colours (<= 256) for small files (docs)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = to_rgb8(img) if img.dtype != np.uint8 or img.ndim == 2 else img
+    if colors:
+        from PIL import Image
+
+        Image.fromarray(arr).quantize(colors=int(colors), dither=Image.Dither.NONE).save(path, optimize=True)
+        return path
     if not cv2.imwrite(str(path), cv2.cvtColor(arr, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"could not write {path}")
     return path

@@ -87,9 +87,9 @@ def _read_raw(path: str | Path) -> np.ndarray:
 
 def _to_float(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
+        return np.divide(arr, np.float32(255), dtype=np.float32)
     if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0
+        return np.divide(arr, np.float32(65535), dtype=np.float32)
     if arr.dtype == bool:
         return arr.astype(np.float32)
     return np.clip(arr.astype(np.float32), 0.0, 1.0)

@@ -18,9 +18,8 @@ Conventions (stated once, used everywhere in this project's reports):
 
 - Grad: α is *not* re-normalised with `mat2gray` (DIM rescales each map to its own min..max;
   for matte files spanning 0..255 this is the /255 every Python port uses, which we follow).
-  Gradients are 2-D Gaussian-derivative filters with σ = 1.4, truncated where the Gaussian
-  falls below 1e-2 of its peak-ish value (`halfsize = ceil(σ sqrt(-2 ln(sqrt(2π) σ 0.01)))`),
-  the x-kernel normalised to unit L2 norm, y = its transpose, 'replicate' borders,
+  Gradients are 2-D Gaussian-derivative filters with σ = 1.4 and DIM's truncation
+  (`halfsize = ceil(σ sqrt(-2 ln(sqrt(2π) σ 0.01)))`, i.e. 9x9 for σ = 1.4), the x-kernel normalised to unit L2 norm, y = its transpose, 'replicate' borders,
   convolution. Error = Σ_region (|∇α_p| − |∇α_g|)².
 - Conn: thresholds 0.1, 0.2, ..., 1.0 (step 0.1); at each, Ω = the largest **4-connected**
   component of (α_p ≥ t) ∧ (α_g ≥ t); l(i) = the last threshold before pixel i left Ω

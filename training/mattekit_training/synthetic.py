@@ -32,12 +32,17 @@ def _hw(size: int | Sequence[int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=40)
 def load_photo(path: str, max_side: int = 1024) -> np.ndarray:
-    """A photo as float32 HxWx3 [0,1], downscaled so its long side <= max_side (cached)."""
-    from .datasets import load_image
+    """A photo as uint8 HxWx3 RGB, downscaled so its long side <= max_side (cached, read-only;
+    kept as uint8 so the cache stays small — `match_background` converts its crop to float)."""
+    img = cv2.imread(path, cv2.IMREAD_REDUCED_COLOR_2)  # JPEG decodes at half size: ~3x faster
+    if img is None or max(img.shape[:2]) < max_side // 2:
+        from .datasets import load_image
 
-    img = load_image(path)
+        img = (load_image(path) * 255 + 0.5).astype(np.uint8)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     s = max_side / max(img.shape[:2])
     if s < 1:
         img = cv2.resize(img, (int(img.shape[1] * s), int(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
@@ -100,14 +105,24 @@ def make_texture(rng: np.random.Generator, size: int | Sequence[int],
 def _blob(rng: np.random.Generator, h: int, w: int, cy: float, cx: float, r0: float, soft: float) -> np.ndarray:
     """Star-shaped blob with a random harmonic outline; edge ramp `soft` px wide (>= ~1:
     anti-aliased hard edge). -> alpha HxW float32."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    dy, dx = yy - cy, xx - cx
+    amps = [r0 * rng.uniform(0, 0.5 / k) for k in range(2, 7)]
+    phases = rng.uniform(0, 2 * np.pi, size=5)
+    out = np.zeros((h, w), np.float32)
+    # Evaluate only inside the blob's bounding box (radius <= r0 + sum(amps) + soft).
+    R = r0 + sum(amps) + soft
+    y0, y1 = max(0, int(cy - R)), min(h, int(np.ceil(cy + R)) + 1)
+    x0, x1 = max(0, int(cx - R)), min(w, int(np.ceil(cx + R)) + 1)
+    if y0 >= y1 or x0 >= x1:
+        return out
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
     rho = np.sqrt(dy * dy + dx * dx)
     th = np.arctan2(dy, dx)
     r = np.full_like(rho, r0)
-    for k in range(2, 7):
-        r += r0 * rng.uniform(0, 0.25 / k * 2) * np.cos(k * th + rng.uniform(0, 2 * np.pi))
-    return np.clip(0.5 + (r - rho) / soft, 0.0, 1.0).astype(np.float32)
+    for k, (a, ph) in enumerate(zip(amps, phases), start=2):
+        r += np.float32(a) * np.cos(k * th + np.float32(ph))
+    out[y0:y1, x0:x1] = np.clip(0.5 + (r - rho) / np.float32(soft), 0.0, 1.0)
+    return out
 
 
 def _edge_softness(rng: np.random.Generator) -> float:
@@ -137,27 +152,30 @@ def _strands(rng: np.random.Generator, h: int, w: int, body: np.ndarray, n: int)
     length = rng.uniform(0.03, 0.2) * min(h, w)
     curl = rng.uniform(0.0, 0.25)
     width_hi = int(rng.integers(1, 4))  # px at 4x: 0.25..0.75 px at 1x
-    pts_idx = rng.integers(0, len(edge), size=n)
     steps = 12
-    for j in pts_idx:
-        y, x = edge[j].astype(np.float64)
-        d = -np.array([gy[int(y), int(x)], gx[int(y), int(x)]])
-        nd = np.hypot(*d)
-        ang = np.arctan2(d[0], d[1]) if nd > 1e-6 else rng.uniform(0, 2 * np.pi)
-        ang += rng.normal(0, 0.4)
-        L = length * rng.uniform(0.4, 1.2) / steps
-        pts = [(x, y)]
-        dang = rng.normal(0, curl)
-        for _ in range(steps):
-            ang += dang + rng.normal(0, curl / 2)
-            x += L * np.cos(ang)
-            y += L * np.sin(ang)
-            pts.append((x, y))
-        p = np.round((np.array(pts) + 0.5) * _SS * 16).astype(np.int32)  # 4 fractional bits
-        val = int(255 * rng.uniform(0.5, 1.0))
-        cv2.polylines(canvas, [p], False, val, int(rng.integers(1, width_hi + 1)), cv2.LINE_AA, shift=4)
-    cov = cv2.resize(canvas.astype(np.float32) / 255.0, (w, h), interpolation=cv2.INTER_AREA)
-    return np.clip(cov, 0, 1)
+    # All strands at once: start on the edge, head outwards (down the alpha gradient), curl.
+    y0, x0 = edge[rng.integers(0, len(edge), size=n)].T.astype(np.float64)
+    dy, dx = -gy[y0.astype(int), x0.astype(int)], -gx[y0.astype(int), x0.astype(int)]
+    ang0 = np.where(np.hypot(dy, dx) > 1e-6, np.arctan2(dy, dx), rng.uniform(0, 2 * np.pi, n))
+    ang0 = ang0 + rng.normal(0, 0.4, n)
+    seg = (length * rng.uniform(0.4, 1.2, n) / steps)[:, None]
+    dang = rng.normal(0, curl, n)[:, None] + rng.normal(0, curl / 2 + 1e-9, (n, steps))
+    ang = ang0[:, None] + np.cumsum(dang, axis=1)
+    xs = np.concatenate([x0[:, None], x0[:, None] + np.cumsum(seg * np.cos(ang), axis=1)], axis=1)
+    ys = np.concatenate([y0[:, None], y0[:, None] + np.cumsum(seg * np.sin(ang), axis=1)], axis=1)
+    pts = np.round((np.stack([xs, ys], axis=2) + 0.5) * _SS * 16).astype(np.int32)  # 4 fractional bits
+    # Draw in a few (thickness, opacity) groups: one cv2 call per group.
+    thick = rng.integers(1, width_hi + 1, size=n)
+    level = rng.integers(0, 3, size=n)
+    for t in np.unique(thick):
+        for lv in range(3):
+            sel = (thick == t) & (level == lv)
+            if sel.any():
+                cv2.polylines(canvas, list(pts[sel]), False, int(255 * (0.5 + 0.25 * lv)), int(t), cv2.LINE_AA,
+                              shift=4)
+    # Area-averaging the 4x canvas gives each pixel the strands' partial coverage.
+    cov = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    return cov
 
 
 def _blur_kernel(rng: np.random.Generator, scale: float) -> np.ndarray:
@@ -183,7 +201,7 @@ def make_foreground(rng: np.random.Generator, size: int | Sequence[int],
     """A procedural subject with exact alpha.
 
     rng: the only source of randomness (same seed -> same arrays). size: int or (h, w).
-    photos: optional real photographs (HxWx3 [0,1]) to cut textures from.
+    photos: optional real photographs (HxWx3, float [0,1] or uint8) to cut textures from.
     Returns (fg HxWx3 float32 [0,1], defined on the whole image; alpha HxW float32 [0,1]).
     """
     h, w = _hw(size)

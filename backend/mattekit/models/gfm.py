@@ -42,6 +42,7 @@ State-dict differences from the official checkpoints (handled by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -312,7 +313,7 @@ class GFM(nn.Module):
         return side(h), side(w)
 
     def predict(self, image: torch.Tensor, guidance: torch.Tensor | None = None,
-                alpha: torch.Tensor | None = None, forward=None) -> torch.Tensor:
+                alpha: torch.Tensor | None = None, forward: Callable | None = None) -> torch.Tensor:
         """image (N,3,H,W) sRGB in [0,1], any H, W -> alpha (N,1,H,W) in [0,1].
 
         `forward` replaces `self.forward` (e.g. an onnxruntime session with the same inputs
@@ -352,7 +353,8 @@ class GFM(nn.Module):
             # exactly by upsampling the complement indicators (a sum of zeros stays zero).
             not_bg = up((index != 0).to(image.dtype))
             not_fg = up((index != 2).to(image.dtype))
-            out = torch.where(not_fg == 0, torch.ones_like(focus), torch.where(not_bg == 0, torch.zeros_like(focus), focus))
+            out = torch.where(not_fg == 0, torch.ones_like(focus),
+                              torch.where(not_bg == 0, torch.zeros_like(focus), focus))
         elif cfg.rosta == "FT":
             out = up(index.to(image.dtype)) + focus
         else:

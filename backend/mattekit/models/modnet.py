@@ -162,7 +162,8 @@ class HRBranch(nn.Module):
         self.tohr_enc4x = Conv2dIBNormRelu(enc_channels[1], hc, 1, stride=1, padding=0)
         self.conv_enc4x = Conv2dIBNormRelu(2 * hc, 2 * hc, 3, stride=1, padding=1)
         self.conv_hr4x = nn.Sequential(
-            Conv2dIBNormRelu(3 * hc + ic, 2 * hc, 3, stride=1, padding=1),
+            # Official: 3*hc+3, which assumes lr8x has hc (= enc_channels[2] = 32) channels.
+            Conv2dIBNormRelu(2 * hc + enc_channels[2] + ic, 2 * hc, 3, stride=1, padding=1),
             Conv2dIBNormRelu(2 * hc, 2 * hc, 3, stride=1, padding=1),
             Conv2dIBNormRelu(2 * hc, hc, 3, stride=1, padding=1))
         self.conv_hr2x = nn.Sequential(

@@ -24,7 +24,7 @@ scales every channel count of our own blocks.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -69,9 +69,10 @@ class PRNConfig:
 def official_config(variant: str = "MGMatting-DIM-100k") -> PRNConfig:
     """Config of the released checkpoints (MGMatting-DIM-100k, MGMatting-RWP-100k: same network).
 
-    The README's DIM recipe thresholds guidance at 170/255; RWP at 128/255.
+    The README's DIM recipe thresholds uint8 guidance at >= 170, RWP at >= 128; halfway below
+    (169.5/255, 127.5/255 = 0.5) gives the same result on v/255 floats without rounding doubts.
     """
-    variants = {"MGMatting-DIM-100k": 170 / 255, "MGMatting-RWP-100k": 128 / 255}
+    variants = {"MGMatting-DIM-100k": 169.5 / 255, "MGMatting-RWP-100k": 127.5 / 255}
     if variant not in variants:
         raise ValueError(f"unknown MG Matting variant {variant!r}; known: {sorted(variants)}")
     return PRNConfig(guidance_threshold=variants[variant])

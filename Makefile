@@ -1,0 +1,38 @@
+# The two commands the README promises: `make demo` and `make test`. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+OUT ?= out
+
+.PHONY: setup demo test test-fast test-editors bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# Pinned first: the local CPU wheel. An unpinned torch would pull several GB of CUDA.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Cut out the subject of the sample photo through the daemon (started and stopped here).
+demo: setup
+	bash scripts/demo.sh $(OUT)
+
+# Default suite, then the real-editor suite (marker `editor`: builds/caches GIMP 3 and Krita).
+test: setup
+	$(PYTEST) -m "not editor and not soak"
+	$(PYTEST) -m editor
+
+test-fast: setup
+	$(PYTEST) -m "not editor and not soak and not slow" -x -q
+
+test-editors: setup
+	$(PYTEST) -m editor
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+#   mattekit for GIMP 3: Select Subject, Refine Selection, Decontaminate Edge Colors.
+#   Copyright (C) 2025 the mattekit authors
+#
+#   This program is free software: you can redistribute it and/or modify
+#   it under the terms of the GNU General Public License as published by
+#   the Free Software Foundation; either version 3 of the License, or
+#   (at your option) any later version.
+#
+#   The matting runs in the local mattekit daemon (`mattekit serve`); this plug-in
+#   reads pixels and the selection, sends them, shows progress and writes the answer
+#   back at the image's own precision. Logic that needs no GIMP is in mattekit_logic.
+
+import json
+import os
+import sys
+import time
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mattekit_logic as L  # noqa: E402
+from mattekit_bridge import config as bridge_config  # noqa: E402
+from mattekit_bridge import protocol as P  # noqa: E402
+from mattekit_bridge.editor_client import EditorClient, EditorError, start_daemon  # noqa: E402
+
+PROC_SELECT = "plug-in-mattekit-select-subject"
+PROC_REFINE = "plug-in-mattekit-refine-selection"
+PROC_DECONTAMINATE = "plug-in-mattekit-decontaminate"
+_RW = GObject.ParamFlags.READWRITE
+
+
+def _choice(items):
+    choice = Gimp.Choice.new()
+    for i, (nick, label) in enumerate(items.items()):
+        choice.add(nick, i, label, "")
+    return choice
+
+
+def _pair(ret):
+    """(x, y) from a libgimp call that returns (ok, x, y) or (x, y)."""
+    ret = tuple(ret)
+    return ret[-2], ret[-1]
+
+
+def _error(procedure, message, status=Gimp.PDBStatusType.EXECUTION_ERROR):
+    return procedure.new_return_values(status, GLib.Error.new_literal(Gimp.PlugIn.error_quark(), message, 0))
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def _read(buffer, rect, fmt):
+    data = buffer.get(Gegl.Rectangle.new(rect.x, rect.y, rect.width, rect.height), 1.0, fmt, Gegl.AbyssPolicy.NONE)
+    return bytes(data)
+
+
+def _write(drawable, rect, fmt, data):
+    """Write a packed buffer at ``rect`` (drawable coordinates) and refresh the view."""
+    buffer = drawable.get_buffer()
+    buffer.set(Gegl.Rectangle.new(rect.x, rect.y, rect.width, rect.height), fmt, bytes(data))
+    buffer.flush()
+    drawable.update(rect.x, rect.y, rect.width, rect.height)
+
+
+def _selection_bounds(image):
+    ret = tuple(Gimp.Selection.bounds(image))
+    non_empty, x1, y1, x2, y2 = ret[-5:]
+    return L.Rect(x1, y1, x2 - x1, y2 - y1) if non_empty else None
+
+
+def _layer_rect(layer):
+    x, y = _pair(layer.get_offsets())
+    return L.Rect(x, y, layer.get_width(), layer.get_height())
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def _client():
+    return EditorClient(transport=os.environ.get("MATTEKIT_TRANSPORT", "auto"))
+
+
+def _ask_to_start(message):
+    """Interactive only: offer to start the daemon. True once it answers."""
+    from gi.repository import Gtk
+
+    dialog = Gtk.MessageDialog(
+        message_type=Gtk.MessageType.QUESTION,
+        buttons=Gtk.ButtonsType.YES_NO,
+        text="The mattekit daemon is not running",
+    )
+    dialog.format_secondary_text(message + "\n\nStart it now? The first start loads the models and takes a few seconds.")
+    answer = dialog.run()
+    dialog.destroy()
+    if answer != Gtk.ResponseType.YES:
+        return False
+    Gimp.progress_init("Starting the mattekit daemon")
+    return start_daemon()
+
+
+def _run_job(op, inputs, params, run_mode):
+    """Send one job with GIMP progress; on a missing daemon, offer to start it (interactive)."""
+    def progress(stage, fraction, header):
+        Gimp.progress_set_text(L.progress_text(stage, header.get("model")))
+        Gimp.progress_update(max(0.0, min(1.0, fraction)))
+
+    for attempt in (0, 1):
+        client = _client()
+        try:
+            return client.run_job(op, inputs, params, progress=progress)
+        except EditorError as exc:
+            if exc.code == P.E_UNAVAILABLE and attempt == 0 and run_mode == Gimp.RunMode.INTERACTIVE and _ask_to_start(exc.message):
+                continue
+            raise
+        finally:
+            client.close()
+
+
+def _log_timing(entry):
+    path = os.environ.get("MATTEKIT_GIMP_TIMINGS")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _new_layer(image, source, name, rect, fmt, rgba):
+    kind = Gimp.ImageType.GRAYA_IMAGE if image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageType.RGBA_IMAGE
+    layer = Gimp.Layer.new(image, name, rect.width, rect.height, kind, 100.0, Gimp.LayerMode.NORMAL)
+    image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
+    layer.set_offsets(rect.x, rect.y)
+    _write(layer, L.Rect(0, 0, rect.width, rect.height), fmt, rgba)
+    return layer
+
+
+def _set_mask(layer, layer_rect, rect, pf, alpha):
+    """Make ``alpha`` (covering ``rect``, image coordinates) the layer's mask; zero elsewhere."""
+    mask = layer.get_mask()
+    if mask is None:
+        mask = layer.create_mask(Gimp.AddMaskType.BLACK)
+        layer.add_mask(mask)
+    elif rect != layer_rect:
+        _write(mask, L.Rect(0, 0, layer_rect.width, layer_rect.height), pf.mask, bytes(layer_rect.width * layer_rect.height * pf.itemsize))
+    _write(mask, rect.translate(-layer_rect.x, -layer_rect.y), pf.mask, alpha)
+    return mask
+
+
+def _set_selection(image, rect, pf, alpha):
+    """Replace the selection by ``alpha`` covering ``rect`` (image coordinates)."""
+    inside = rect.intersect(L.Rect(0, 0, image.get_width(), image.get_height()))
+    if inside.empty:
+        Gimp.Selection.none(image)
+        return
+    if inside != rect:
+        alpha = L.crop_plane(alpha, rect.width, inside.translate(-rect.x, -rect.y), 1, pf.itemsize)
+    channel = Gimp.Channel.new(image, "mattekit", image.get_width(), image.get_height(), 100.0, Gegl.Color.new("black"))
+    image.insert_channel(channel, None, 0)
+    _write(channel, inside, pf.mask, alpha)
+    image.select_item(Gimp.ChannelOps.REPLACE, channel)
+    image.remove_channel(channel)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def _source_layer(procedure, drawables):
+    if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
+        return None, _error(procedure, "mattekit works on one layer: select a single layer (not a mask or channel).", Gimp.PDBStatusType.CALLING_ERROR)
+    return drawables[0], None
+
+
+def matte_action(procedure, run_mode, image, drawables, config, op):
+    """Select Subject and Refine Selection."""
+    layer, err = _source_layer(procedure, drawables)
+    if err:
+        return err
+    t0 = time.perf_counter()
+    output = config.get_property("output")
+    model = config.get_property("model")
+    band = config.get_property("band-width")
+    amount = config.get_property("amount")
+    fmt = L.pixel_format(image.get_precision().value_nick)
+    layer_rect = _layer_rect(layer)
+    sel = _selection_bounds(image)
+    if op == "refine" and sel is None:
+        return _error(procedure, "Refine Selection needs a rough selection around the subject: make one first.")
+    auto_band = L.default_band_px(layer_rect.width, layer_rect.height, bridge_config.BAND_MIN_PX, bridge_config.BAND_FRACTION)
+    if op == "refine":
+        band = band or auto_band  # fixed from the whole layer, so cropping does not change it
+        rect = L.work_rect(layer_rect, sel, band)
+        if rect.empty:
+            return _error(procedure, "The selection does not touch the active layer.")
+    else:
+        rect = layer_rect
+    params = L.job_params(op, model=model, band_px=band, amount_percent=amount, output=output)
+
+    Gimp.progress_init("Refining the selection" if op == "refine" else "Selecting the subject")
+    local = rect.translate(-layer_rect.x, -layer_rect.y)
+    rgba = _read(layer.get_buffer(), local, fmt.rgba)
+    inputs = [(P.BufferSpec("image", rect.width, rect.height, fmt.dtype, "RGBA", fmt.transfer), rgba)]
+    if op == "refine":
+        guidance = _read(image.get_selection().get_buffer(), rect, fmt.mask)
+        if L.is_all_zero(guidance):
+            return _error(procedure, "The selection does not touch the active layer.")
+        inputs.append((P.BufferSpec("guidance", rect.width, rect.height, fmt.dtype, "Y", "srgb"), guidance))
+    t_read = time.perf_counter()
+    try:
+        header, buffers = _run_job("refine" if op == "refine" else "select_subject", inputs, params, run_mode)
+    except EditorError as exc:
+        Gimp.progress_end()
+        return _error(procedure, f"mattekit: {exc.message}")
+    t_daemon = time.perf_counter()
+
+    image.undo_group_start()
+    try:
+        alpha = bytes(buffers["alpha"][1])
+        if output == "selection":
+            _set_selection(image, rect, fmt, alpha)
+        elif output == "layer-mask":
+            _set_mask(layer, layer_rect, rect, fmt, alpha)
+        else:
+            fg = bytes(buffers["foreground"][1])
+            name = f"{layer.get_name()} (mattekit)"
+            if output == "new-layer":
+                _new_layer(image, layer, name, rect, fmt.rgba, fg)
+            else:  # new-layer-mask: decontaminated colours, the layer's own alpha, the matte as mask
+                own = L.alpha_plane(rgba, fmt.itemsize)
+                new = _new_layer(image, layer, name, rect, fmt.rgba, L.replace_alpha(fg, own, fmt.itemsize))
+                _set_mask(new, rect, rect, fmt, alpha)
+    finally:
+        image.undo_group_end()
+    Gimp.progress_end()
+    Gimp.displays_flush()
+    _log_timing({"op": op, "pixels": rect.width * rect.height, "read_s": t_read - t0, "job_s": t_daemon - t_read,
+                 "write_s": time.perf_counter() - t_daemon, "total_s": time.perf_counter() - t0,
+                 "daemon": header.get("timings", {}), "model": header.get("model")})
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def decontaminate_action(procedure, run_mode, image, drawables, config):
+    layer, err = _source_layer(procedure, drawables)
+    if err:
+        return err
+    t0 = time.perf_counter()
+    output = config.get_property("output")
+    amount = config.get_property("amount")
+    fmt = L.pixel_format(image.get_precision().value_nick)
+    rect = _layer_rect(layer)
+    local = L.Rect(0, 0, rect.width, rect.height)
+    Gimp.progress_init("Decontaminating edge colours")
+    rgba = _read(layer.get_buffer(), local, fmt.rgba)
+    # The matte: the selection, else the layer mask, else the layer's own alpha.
+    source = "selection"
+    alpha = None
+    if _selection_bounds(image) is not None:
+        alpha = _read(image.get_selection().get_buffer(), rect, fmt.mask)
+    if alpha is None or L.is_all_zero(alpha):
+        mask = layer.get_mask()
+        if mask is not None:
+            alpha, source = _read(mask.get_buffer(), local, fmt.mask), "mask"
+        elif layer.has_alpha():
+            alpha, source = L.alpha_plane(rgba, fmt.itemsize), "alpha"
+        else:
+            Gimp.progress_end()
+            return _error(procedure, "Decontaminate needs a matte: a selection, a layer mask, or a layer with transparency.")
+    # When the matte *is* the layer's alpha, send opaque pixels so the daemon does not multiply it in twice.
+    image_bytes = L.fill_opaque_alpha(rgba, fmt.itemsize, L.one_value(fmt.dtype)) if source == "alpha" else rgba
+    inputs = [
+        (P.BufferSpec("image", rect.width, rect.height, fmt.dtype, "RGBA", fmt.transfer), image_bytes),
+        (P.BufferSpec("alpha", rect.width, rect.height, fmt.dtype, "Y", "srgb"), alpha),
+    ]
+    params = L.job_params("decontaminate", model="auto", band_px=0, amount_percent=amount, output=output)
+    t_read = time.perf_counter()
+    try:
+        header, buffers = _run_job("decontaminate", inputs, params, run_mode)
+    except EditorError as exc:
+        Gimp.progress_end()
+        return _error(procedure, f"mattekit: {exc.message}")
+    t_daemon = time.perf_counter()
+    fg = bytes(buffers["foreground"][1])
+    image.undo_group_start()
+    try:
+        name = f"{layer.get_name()} (decontaminated)"
+        if output == "new-layer":
+            _new_layer(image, layer, name, rect, fmt.rgba, fg)
+        else:
+            own = L.alpha_plane(rgba, fmt.itemsize) if source != "alpha" else None
+            colours = L.replace_alpha(fg, own, fmt.itemsize) if own else L.fill_opaque_alpha(fg, fmt.itemsize, L.one_value(fmt.dtype))
+            new = _new_layer(image, layer, name, rect, fmt.rgba, colours)
+            _set_mask(new, rect, rect, fmt, alpha)
+    finally:
+        image.undo_group_end()
+    Gimp.progress_end()
+    Gimp.displays_flush()
+    _log_timing({"op": "decontaminate", "pixels": rect.width * rect.height, "read_s": t_read - t0, "job_s": t_daemon - t_read,
+                 "write_s": time.perf_counter() - t_daemon, "total_s": time.perf_counter() - t0,
+                 "daemon": header.get("timings", {}), "alpha_source": source})
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+# --------------------------------------------------------------------------- the plug-in
+
+
+class MatteKit(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [PROC_SELECT, PROC_REFINE, PROC_DECONTAMINATE]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        procedure.set_image_types("RGB*, GRAY*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        procedure.set_attribution("mattekit authors", "mattekit authors", "2025")
+        if name == PROC_SELECT:
+            procedure.set_menu_label("Select S_ubject")
+            procedure.add_menu_path("<Image>/Select/")
+            procedure.set_documentation(
+                "Select the main subject with a local matting model",
+                "Finds the subject of the active layer and makes a soft selection, a layer mask or a cut-out layer. "
+                "Needs the mattekit daemon (`mattekit serve`).",
+                name,
+            )
+        elif name == PROC_REFINE:
+            procedure.set_menu_label("Refine Se_lection...")
+            procedure.add_menu_path("<Image>/Select/")
+            procedure.set_documentation(
+                "Refine a rough selection into a soft matte (hair, fur, fine edges)",
+                "Solves the edge band around the current selection on the active layer. "
+                "Needs the mattekit daemon (`mattekit serve`).",
+                name,
+            )
+        else:
+            procedure.set_menu_label("_Decontaminate Edge Colors...")
+            procedure.add_menu_path("<Image>/Layer/Transparency/")
+            procedure.set_documentation(
+                "Remove background colour from soft edges",
+                "Estimates the foreground colour where the matte (selection, layer mask or alpha) is partly transparent "
+                "and writes a new layer. Needs the mattekit daemon (`mattekit serve`).",
+                name,
+            )
+        if name != PROC_DECONTAMINATE:
+            procedure.add_choice_argument("model", "_Model", "Subject model", _choice(L.MODELS), "auto", _RW)
+            procedure.add_int_argument("band-width", "Edge _band width", "Width of the uncertain edge band in pixels (0 = automatic)",
+                                       0, 1024, 0, _RW)
+        procedure.add_double_argument("amount", "Decontaminate _amount", "How much background colour to remove from edges (%)",
+                                      0.0, 100.0, 100.0, _RW)
+        outputs = L.OUTPUTS if name != PROC_DECONTAMINATE else L.DECONTAMINATE_OUTPUTS
+        default = {PROC_SELECT: "selection", PROC_REFINE: "selection"}.get(name, "new-layer")
+        procedure.add_choice_argument("output", "_Output", "Where the result goes", _choice(outputs), default, _RW)
+        return procedure
+
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        name = procedure.get_name()
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            from gi.repository import GimpUi
+
+            GimpUi.init("mattekit")
+            title = {PROC_SELECT: "Select Subject", PROC_REFINE: "Refine Selection"}.get(name, "Decontaminate Edge Colors")
+            dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+            dialog.fill(None)
+            ok = dialog.run()
+            dialog.destroy()
+            if not ok:
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+        try:
+            if name == PROC_DECONTAMINATE:
+                return decontaminate_action(procedure, run_mode, image, drawables, config)
+            return matte_action(procedure, run_mode, image, drawables, config, "refine" if name == PROC_REFINE else "select_subject")
+        except Exception as exc:  # a plug-in crash loses the user's undo group: report instead
+            import traceback
+
+            traceback.print_exc()
+            return _error(procedure, f"mattekit failed: {type(exc).__name__}: {exc}")
+
+
+Gimp.main(MatteKit.__gtype__, sys.argv)

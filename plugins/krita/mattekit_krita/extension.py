@@ -1,0 +1,193 @@
+"""Krita actions, the worker thread and the user-facing messages.
+
+The job runs in a QThread so Krita's UI stays responsive; a progress dialog shows
+the daemon's stages and its Cancel button sends ``cancel``. Reading and writing
+pixels stay on the main thread (Krita's API is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Dict, Optional
+
+from krita import Extension, Krita
+
+from . import core, logic
+from .logic import Options, PluginError
+from .qt_compat import QMessageBox, QProgressDialog, QThread, Qt, Signal, QKeySequence, exec_
+
+SETTINGS_GROUP = "mattekit"
+
+#: action id -> (menu text, menu location, default shortcut, job action or None for the dialog)
+ACTIONS = {
+    "mattekit_select_subject": ("Select Subject", "select", "Ctrl+Alt+Shift+S", "select_subject"),
+    "mattekit_refine_selection": ("Refine Selection (mattekit)", "select", "Ctrl+Alt+Shift+R", "refine"),
+    "mattekit_decontaminate": ("Decontaminate Edge Colors", "filter", "Ctrl+Alt+Shift+D", "decontaminate"),
+    "mattekit_options": ("mattekit Options…", "select", "", None),
+}
+STAGES = {
+    "queued": "Waiting for the daemon…", "decode": "Reading pixels…", "trimap": "Finding the edge band…",
+    "alpha": "Solving alpha at the edges…", "subject": "Finding the subject…", "refine": "Refining edges…",
+    "foreground": "Decontaminating edge colours…", "encode": "Sending the result…",
+}
+
+
+def load_options() -> Options:
+    return Options.from_json(Krita.instance().readSetting(SETTINGS_GROUP, "options", ""))
+
+
+def save_options(options: Options) -> None:
+    Krita.instance().writeSetting(SETTINGS_GROUP, "options", options.to_json())
+
+
+class JobThread(QThread):
+    """Runs one request against the daemon (optionally starting the daemon first)."""
+
+    progressed = Signal(str, float)
+    failed = Signal(str, str)  # code, message
+
+    def __init__(self, req: logic.Request, *, start_daemon: bool = False, parent: Any = None):
+        super().__init__(parent)
+        self.req = req
+        self.start_daemon = start_daemon
+        self.cancelled = False
+        self.result: Optional[tuple] = None
+
+    def run(self) -> None:  # worker thread: no Krita API here
+        try:
+            if self.start_daemon:
+                from .bridge import start_daemon
+
+                self.progressed.emit("starting", 0.0)
+                if not start_daemon():
+                    self.failed.emit("daemon_unavailable", "The daemon did not start. Run `mattekit serve` in a terminal to see why.")
+                    return
+            self.result = core.run_request(
+                self.req,
+                progress=lambda stage, frac, _h: self.progressed.emit(stage, frac),
+                should_cancel=lambda: self.cancelled,
+            )
+        except Exception as exc:  # EditorError carries the daemon's code; anything else is a bug
+            code = getattr(exc, "code", "internal")
+            message = getattr(exc, "message", None) or "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self.failed.emit(code, message)
+
+
+class MattekitExtension(Extension):
+    def __init__(self, parent: Any):
+        super().__init__(parent)
+        self._job: Optional[Dict[str, Any]] = None
+
+    def setup(self) -> None:
+        pass
+
+    def createActions(self, window: Any) -> None:
+        for action_id, (text, menu, shortcut, job) in ACTIONS.items():
+            action = window.createAction(action_id, text, menu)
+            # Registered Krita actions: users rebind them in Configure Krita ▸ Keyboard Shortcuts.
+            if shortcut and action.shortcut().isEmpty():
+                action.setShortcut(QKeySequence(shortcut))
+            if job is None:
+                action.triggered.connect(self.show_options)
+            else:
+                action.triggered.connect(lambda _checked=False, job=job: self.start(job))
+
+    # ---- UI helpers
+
+    @staticmethod
+    def _parent() -> Any:
+        win = Krita.instance().activeWindow()
+        return win.qwindow() if win is not None else None
+
+    def _message(self, title: str, text: str, icon: str = "warning") -> None:
+        box = QMessageBox(self._parent())
+        box.setIcon(getattr(QMessageBox.Icon, "Warning" if icon == "warning" else "Critical"))
+        box.setWindowTitle(title)
+        box.setText(text)
+        exec_(box)
+
+    def show_options(self) -> None:
+        from .dialog import edit_options
+
+        doc = Krita.instance().activeDocument()
+        supports = core.supports_transparency_mask(doc) if doc is not None else hasattr(__import__("krita").Document, "createTransparencyMask")
+        new = edit_options(load_options(), supports_mask=supports, parent=self._parent())
+        if new is not None:
+            save_options(new)
+
+    # ---- running a job
+
+    def start(self, action: str, *, start_daemon: bool = False, req_pixels: Any = None) -> None:
+        if self._job is not None:
+            self._message("mattekit", "A mattekit job is still running; wait for it or cancel it first.")
+            return
+        doc = Krita.instance().activeDocument()
+        if doc is None:
+            self._message("mattekit", "Open an image first.")
+            return
+        try:
+            node = core.target_node(doc)
+            req, pixels = req_pixels or core.read_request(doc, node, action, load_options())
+        except PluginError as exc:
+            self._message("mattekit", str(exc))
+            return
+        title = {"select_subject": "Select Subject", "refine": "Refine Selection", "decontaminate": "Decontaminate Edge Colors"}[action]
+        dlg = QProgressDialog(f"{title}: sending {req.width}×{req.height} pixels…", "Cancel", 0, 100, self._parent())
+        dlg.setWindowTitle("mattekit")
+        dlg.setWindowModality(Qt.WindowModality.WindowModal)
+        dlg.setMinimumDuration(300)
+        dlg.setAutoClose(False)
+        dlg.setAutoReset(False)
+        thread = JobThread(req, start_daemon=start_daemon)
+        self._job = {"doc": doc, "node": node, "req": req, "pixels": pixels, "thread": thread, "dialog": dlg,
+                     "action": action, "title": title, "error": None}
+
+        def on_progress(stage: str, frac: float) -> None:
+            label = "Starting the mattekit daemon…" if stage == "starting" else STAGES.get(stage, stage.capitalize() + "…")
+            dlg.setLabelText(f"{title}: {label}")
+            dlg.setValue(int(100 * max(0.0, min(1.0, frac))))
+
+        def on_cancel() -> None:
+            thread.cancelled = True
+            dlg.setLabelText(f"{title}: cancelling…")
+
+        thread.progressed.connect(on_progress)
+        thread.failed.connect(lambda code, msg: self._job is not None and self._job.update(error=(code, msg)))
+        thread.finished.connect(self._finished)
+        dlg.canceled.connect(on_cancel)
+        thread.start()
+
+    def _finished(self) -> None:
+        job, self._job = self._job, None
+        if job is None:
+            return
+        job["dialog"].close()
+        if job["error"] is not None:
+            self._report(job, *job["error"])
+            return
+        header, buffers = job["thread"].result
+        try:
+            core.apply_result(job["doc"], job["node"], job["req"], job["pixels"], header, buffers)
+        except PluginError as exc:
+            self._message("mattekit", str(exc))
+
+    def _report(self, job: Dict[str, Any], code: str, message: str) -> None:
+        if code == "cancelled":
+            return
+        if code == "daemon_unavailable" and not job["thread"].start_daemon:
+            from .bridge import daemon_command
+
+            if daemon_command() is None:
+                self._message("mattekit", logic.error_text(code, message) + "\n\nInstall mattekit (pip install mattekit) and run `mattekit serve`.")
+                return
+            ask = QMessageBox(self._parent())
+            ask.setIcon(QMessageBox.Icon.Question)
+            ask.setWindowTitle("mattekit")
+            ask.setText("The mattekit daemon is not running. Start it now?")
+            ask.setInformativeText(message)
+            ask.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+            exec_(ask)
+            if ask.clickedButton() == ask.button(QMessageBox.StandardButton.Yes):
+                self.start(job["action"], start_daemon=True, req_pixels=(job["req"], job["pixels"]))
+            return
+        self._message(f"mattekit: {job['title']}", logic.error_text(code, message), "critical" if code == "internal" else "warning")

@@ -1,0 +1,346 @@
+"""The Krita plug-in inside a real, headless Krita, against a real daemon.
+
+Set-up: Krita (``kritarunner``) is installed with apt when missing (root only), a
+daemon is started on a private ipc endpoint, the plug-in is installed with
+``mattekit install-plugin krita --target``, and one ``kritarunner`` run executes all
+cases of ``krita_driver.py`` (documents at 8-bit, 16-bit linear and sRGB, float
+linear; the plug-in's own read/run/apply functions). Each result Krita holds
+afterwards is compared with the daemon's direct answer to the same pixels through
+the reference client (``mattekit.client.Client``).
+
+``MATTEKIT_KRITA_12MP=1`` adds a 4000x3000 Refine Selection and prints its timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.editor
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("krita_driver.py")
+KRITA_TIMEOUT_S = 300
+
+
+def ensure_krita() -> str | None:
+    """Path of kritarunner, installing Krita with apt if possible; None when impossible."""
+    exe = shutil.which("kritarunner")
+    if exe:
+        return exe
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=True, capture_output=True, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-q", "krita", "python3-zmq"], env=env, check=True, capture_output=True, timeout=900)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return shutil.which("kritarunner")
+
+
+# --------------------------------------------------------------------------- synthetic documents
+
+
+def scene(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A soft-edged blob on a textured background: (rgb float (H,W,3) sRGB, true alpha, rough selection u8)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    r = np.sqrt(((xx - w / 2) / (0.3 * w)) ** 2 + ((yy - h / 2) / (0.3 * h)) ** 2)
+    alpha = np.clip((1.0 - r) * 8 + 0.5, 0, 1)  # a ramp a few pixels wide at the edge
+    fg = np.stack([0.15 + 0.1 * np.sin(xx / 7), 0.7 + 0.05 * np.cos(yy / 5), 0.2 + 0 * xx], -1)
+    bg = np.stack([0.8 + 0 * xx, 0.3 + 0.1 * np.sin((xx + yy) / 9), 0.45 + 0 * yy], -1)
+    rgb = alpha[..., None] * fg + (1 - alpha[..., None]) * bg + rng.normal(0, 0.01, (h, w, 3))
+    sel = (r < 1.12).astype(np.uint8) * 255  # loose, hard-edged, a bit too big
+    return np.clip(rgb, 0, 1).astype(np.float32), alpha.astype(np.float32), sel
+
+
+def to_krita(rgb: np.ndarray, layer_alpha: np.ndarray, depth: str, linear: bool) -> np.ndarray:
+    """(H, W, 4) array in Krita's byte layout for ``depth`` (BGRA for U8/U16, RGBA for floats)."""
+    if linear:
+        rgb = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    if depth in ("U8", "U16"):
+        rgb = rgb[..., ::-1]
+    x = np.concatenate([rgb, layer_alpha[..., None]], -1)
+    if depth == "U8":
+        return np.round(x * 255).astype(np.uint8)
+    if depth == "U16":
+        return np.round(x * 65535).astype("<u2")
+    return x.astype("<f2" if depth == "F16" else "<f4")
+
+
+H, W = 96, 128
+RGB, TRUE_ALPHA, SEL = scene(H, W)
+PARTIAL = np.where(np.arange(W)[None, :] < W // 4, 0.5, 1.0).astype(np.float32) * np.ones((H, 1), np.float32)
+OPAQUE = np.ones((H, W), np.float32)
+
+#: name -> (depth, profile ("" = Krita's default for the depth), linear, layer alpha, selection?, action, options, transport)
+CASES = {
+    "u8_refine_selection": ("U8", "", False, OPAQUE, True, "refine", {}, "auto"),
+    "u8_refine_layer_zmtp": ("U8", "", False, PARTIAL, True, "refine", {"output": "layer", "band_px": 12}, "zmtp"),
+    "u8_refine_mask": ("U8", "", False, OPAQUE, True, "refine", {"output": "mask"}, "auto"),
+    "u8_decontaminate": ("U8", "", False, OPAQUE, True, "decontaminate", {"amount": 80}, "auto"),
+    "u8_refine_no_selection": ("U8", "", False, OPAQUE, False, "refine", {}, "auto"),
+    "u16_linear_refine_layer": ("U16", "", True, OPAQUE, True, "refine", {"output": "layer"}, "auto"),
+    "u16_srgb_subject": ("U16", "sRGB-elle-V2-srgbtrc.icc", False, OPAQUE, False, "select_subject", {"model": "auto"}, "auto"),
+    "f32_linear_decontaminate_layer_alpha": ("F32", "", True, TRUE_ALPHA, False, "decontaminate", {"amount": 100}, "zmtp"),
+    "f16_linear_refine_foreground": ("F16", "", True, OPAQUE, True, "refine", {"output": "foreground", "amount": 50}, "auto"),
+}
+DTYPES = {"U8": np.uint8, "U16": np.dtype("<u2"), "F16": np.dtype("<f2"), "F32": np.dtype("<f4")}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """A real daemon on a private ipc endpoint; yields (endpoint, env)."""
+    base = Path(tempfile.mkdtemp(prefix="mkk-"))  # short: AF_UNIX paths are limited
+    env = dict(os.environ, MATTEKIT_RUNTIME_DIR=f"{base}/rt", MATTEKIT_CONFIG_DIR=f"{base}/cfg",
+               MATTEKIT_DATA_DIR=f"{base}/data", MATTEKIT_ENDPOINT=f"ipc://{base}/rt/d.sock", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "backend"), str(ROOT / "training")]))
+    proc = subprocess.Popen([sys.executable, "-m", "mattekit", "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(base / "daemon.log", "wb"), start_new_session=True)
+    from mattekit.client import Client, DaemonUnavailable
+
+    probe = Client(env["MATTEKIT_ENDPOINT"], token="x", connect_timeout=0.5, retries=0)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            probe.hello(auth=False)
+            break
+        except DaemonUnavailable:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the daemon did not start: " + (base / "daemon.log").read_text()[-2000:])
+            time.sleep(0.2)
+    probe.close()
+    yield env
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def client(daemon):
+    from mattekit.client import Client
+
+    token = (Path(daemon["MATTEKIT_CONFIG_DIR"]) / "token").read_text().strip()
+    with Client(daemon["MATTEKIT_ENDPOINT"], token=token) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def pykrita(daemon, tmp_path_factory):
+    """The plug-in installed the way users install it."""
+    target = tmp_path_factory.mktemp("pykrita")
+    xdg = tmp_path_factory.mktemp("xdg")
+    env = dict(daemon, XDG_CONFIG_HOME=str(xdg))
+    out = subprocess.run([sys.executable, "-m", "mattekit", "install-plugin", "krita", "--target", str(target)],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert (target / "mattekit_krita" / "mattekit_bridge" / "editor_client.py").exists()
+    assert "enable_mattekit_krita=true" in (xdg / "kritarc").read_text()
+    shutil.copy(DRIVER, target / DRIVER.name)
+    return target
+
+
+def run_krita(daemon: dict, pykrita: Path, cases: list[dict], out: Path) -> dict:
+    """Run krita_driver over ``cases`` in one headless Krita; returns {name: info} (+ the .bin bytes)."""
+    exe = ensure_krita()
+    if exe is None:
+        pytest.skip("Krita is not installed and cannot be (needs root and apt-get: apt-get install -y krita python3-zmq)")
+    job = out / "job.json"
+    job.write_text(json.dumps({"out": str(out), "cases": cases}))
+    home = out / "home"
+    home.mkdir()
+    env = dict(daemon, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
+               QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(pykrita), MATTEKIT_KRITA_JOB=str(job))
+    env.pop("PYTHONHOME", None)
+    proc = subprocess.run([exe, "-s", "krita_driver", "-f", "main"], env=env, capture_output=True, text=True,
+                          timeout=KRITA_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    if not (out / "done").exists():
+        pytest.fail(f"Krita did not finish the cases (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    results = {"_krita": json.loads((out / "krita.json").read_text())}
+    for case in cases:
+        info = json.loads((out / f"{case['name']}.json").read_text())
+        binf = out / f"{case['name']}.bin"
+        info["data"] = binf.read_bytes() if binf.exists() else None
+        results[case["name"]] = info
+    return results
+
+
+@pytest.fixture(scope="module")
+def krita(daemon, pykrita, tmp_path_factory):
+    out = tmp_path_factory.mktemp("krita-out")
+    cases = []
+    for name, (depth, profile, linear, layer_alpha, with_sel, action, options, transport) in CASES.items():
+        px = out / f"{name}.pixels"
+        to_krita(RGB, layer_alpha, depth, linear).tofile(px)
+        sel = None
+        if with_sel:
+            sel = out / f"{name}.sel"
+            SEL.tofile(sel)
+        cases.append({"name": name, "width": W, "height": H, "depth": depth, "profile": profile, "pixels": str(px),
+                      "selection": str(sel) if sel else None, "action": action, "options": options, "transport": transport})
+    return run_krita(daemon, pykrita, cases, out)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def case_input(name: str) -> tuple[np.ndarray, str, str]:
+    depth, _profile, linear, layer_alpha, *_ = CASES[name]
+    return to_krita(RGB, layer_alpha, depth, linear), ("BGRA" if depth in ("U8", "U16") else "RGBA"), ("linear" if linear else "srgb")
+
+
+def krita_pixels(info: dict, depth: str) -> np.ndarray:
+    return np.frombuffer(info["data"], DTYPES[depth]).reshape(H, W, 4)
+
+
+def ok(info: dict) -> dict:
+    assert info["ok"], f"{info.get('code')}: {info.get('message')}\n{info.get('trace', '')}"
+    return info
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_runs_in_real_krita(krita):
+    assert krita["_krita"]["version"].startswith(("5.", "6."))
+
+
+def test_refine_selection_u8_matches_daemon(krita, client):
+    info = ok(krita["u8_refine_selection"])
+    assert info["output"] == "selection" and info["transfer"] == "srgb"
+    got = np.frombuffer(info["data"], np.uint8).reshape(H, W)
+    img, order, transfer = case_input("u8_refine_selection")
+    want = client.refine(img, SEL, order=order, transfer=transfer, alpha_dtype="u8").alpha
+    np.testing.assert_array_equal(got, want)
+    # The refined selection is soft at the edge and tighter than the rough one.
+    assert ((got > 0) & (got < 255)).sum() > 50
+    assert (got > 127).sum() < (SEL > 127).sum()
+
+
+def test_refine_to_new_layer_keeps_pixels_and_multiplies_layer_alpha(krita, client):
+    info = ok(krita["u8_refine_layer_zmtp"])
+    assert info["output"] == "layer" and info["new_node"].startswith("Cut-out")
+    assert info["layers"].index(info["new_node"]) == info["layers"].index("Photo") + 1  # just above the source
+    got = krita_pixels(info, "U8")
+    img, order, transfer = case_input("u8_refine_layer_zmtp")
+    matte = client.refine(img, SEL, order=order, transfer=transfer, band_px=12, alpha_dtype="u8").alpha
+    want_alpha = (img[..., 3].astype(np.int64) * matte + 127) // 255
+    np.testing.assert_array_equal(got[..., 3], want_alpha)
+    vis = want_alpha > 0  # Krita may drop colour where alpha is 0
+    np.testing.assert_array_equal(got[..., :3][vis], img[..., :3][vis])
+
+
+def test_mask_output_falls_back_or_makes_a_mask(krita, client):
+    info = ok(krita["u8_refine_mask"])
+    img, order, transfer = case_input("u8_refine_mask")
+    matte = client.refine(img, SEL, order=order, transfer=transfer, alpha_dtype="u8").alpha
+    if info["supports_mask"]:  # Krita 5.2+: a transparency mask holding the matte
+        assert info["output"] == "mask"
+        np.testing.assert_array_equal(np.frombuffer(info["data"], np.uint8).reshape(H, W), matte)
+    else:  # 5.1: a new layer with alpha instead
+        assert info["output"] == "layer"
+        np.testing.assert_array_equal(krita_pixels(info, "U8")[..., 3], matte)
+
+
+def test_decontaminate_u8_matches_daemon(krita, client):
+    info = ok(krita["u8_decontaminate"])
+    assert info["output"] == "foreground" and info["params"]["amount"] == pytest.approx(0.8)
+    got = krita_pixels(info, "U8")
+    img, order, transfer = case_input("u8_decontaminate")
+    want = client.decontaminate(img, SEL, order=order, transfer=transfer, amount=0.8).foreground
+    vis = want[..., 3] > 0
+    np.testing.assert_array_equal(got[..., 3], want[..., 3])
+    np.testing.assert_array_equal(got[vis], want[vis])
+
+
+def test_refine_without_selection_is_a_clear_error(krita):
+    info = krita["u8_refine_no_selection"]
+    assert not info["ok"] and info["code"] == "PluginError"
+    assert "selection" in info["message"].lower()
+
+
+def test_u16_linear_document_sends_linear_and_keeps_16_bits(krita, client):
+    info = ok(krita["u16_linear_refine_layer"])
+    assert info["depth"] == "U16" and "g10" in info["profile"] and info["transfer"] == "linear"
+    assert info["params"]["alpha_dtype"] == "u16"
+    got = krita_pixels(info, "U16")
+    img, order, transfer = case_input("u16_linear_refine_layer")
+    matte = client.refine(img, SEL, order=order, transfer=transfer, alpha_dtype="u16").alpha
+    np.testing.assert_array_equal(got[..., 3], matte)
+    vis = matte > 0
+    np.testing.assert_array_equal(got[..., :3][vis], img[..., :3][vis])
+    soft = matte[(matte > 0) & (matte < 65535)]
+    assert np.any(soft % 257 != 0)  # genuinely 16-bit values, not 8-bit ones scaled up
+
+
+def test_select_subject_matches_daemon_or_reports_no_model(krita, client):
+    from mattekit.client import MatteError
+
+    info = krita["u16_srgb_subject"]
+    img, order, transfer = case_input("u16_srgb_subject")
+    assert transfer == "srgb"
+    try:
+        want = client.select_subject(img, order=order, transfer=transfer, alpha_dtype="u8").alpha
+    except MatteError as exc:
+        assert not info["ok"] and info["code"] == exc.code  # e.g. no_model before weights are installed
+        return
+    ok(info)
+    assert info["transfer"] == "srgb"
+    np.testing.assert_array_equal(np.frombuffer(info["data"], np.uint8).reshape(H, W), want)
+
+
+def test_f32_linear_decontaminate_uses_layer_alpha(krita, client):
+    info = ok(krita["f32_linear_decontaminate_layer_alpha"])
+    assert info["transfer"] == "linear" and info["depth"] == "F32"
+    got = krita_pixels(info, "F32")
+    img, order, transfer = case_input("f32_linear_decontaminate_layer_alpha")
+    want = client.decontaminate(img, img[..., 3], order=order, transfer=transfer, amount=1.0).foreground
+    np.testing.assert_allclose(got[..., 3], want[..., 3], atol=1e-6)
+    vis = want[..., 3] > 0
+    np.testing.assert_allclose(got[vis], want[vis], atol=1e-6)
+
+
+def test_f16_refine_with_foreground_output(krita, client):
+    info = ok(krita["f16_linear_refine_foreground"])
+    assert info["output"] == "foreground" and info["depth"] == "F16"
+    got = krita_pixels(info, "F16").astype(np.float32)
+    img, order, transfer = case_input("f16_linear_refine_foreground")
+    want = client.refine(img, SEL, order=order, transfer=transfer, outputs=["alpha", "foreground"], amount=0.5,
+                         alpha_dtype="f16").foreground.astype(np.float32)
+    np.testing.assert_allclose(got[..., 3], want[..., 3], atol=1e-3)
+    vis = want[..., 3] > 0
+    np.testing.assert_allclose(got[vis], want[vis], atol=1e-3)
+
+
+@pytest.mark.skipif(os.environ.get("MATTEKIT_KRITA_12MP") != "1", reason="set MATTEKIT_KRITA_12MP=1 to time a 12 MP document")
+def test_12mp_refine_timing(daemon, pykrita, tmp_path, client):
+    h, w = 3000, 4000
+    rgb, _a, sel = scene(h, w, seed=1)
+    px, selp = tmp_path / "big.pixels", tmp_path / "big.sel"
+    img = to_krita(rgb, np.ones((h, w), np.float32), "U8", False)
+    img.tofile(px)
+    sel.tofile(selp)
+    case = {"name": "big", "width": w, "height": h, "depth": "U8", "profile": "", "pixels": str(px), "selection": str(selp),
+            "action": "refine", "options": {}, "transport": os.environ.get("MATTEKIT_TRANSPORT", "auto")}
+    info = ok(run_krita(daemon, pykrita, [case], tmp_path)["big"])
+    t0 = time.perf_counter()
+    want = client.refine(img, sel, order="BGRA", alpha_dtype="u8")
+    direct = time.perf_counter() - t0
+    np.testing.assert_array_equal(np.frombuffer(info["data"], np.uint8).reshape(h, w), want.alpha)
+    print(f"\n12 MP refine in Krita: {json.dumps(info['timings'])}; direct client: {direct:.2f} s; daemon: {want.header.get('timings')}")

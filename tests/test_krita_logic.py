@@ -1,0 +1,310 @@
+"""The Krita plug-in's Krita-free logic (plugins/krita/mattekit_krita/logic.py), checked against NumPy."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "krita"))
+
+from mattekit_krita import logic  # noqa: E402  (no Krita here: the package registers nothing)
+from mattekit_krita.logic import Options, PixelFormat, PluginError  # noqa: E402
+
+from mattekit import protocol as P  # noqa: E402
+
+NP = {"u8": np.uint8, "u16": np.dtype("<u2"), "f16": np.dtype("<f2"), "f32": np.dtype("<f4")}
+
+
+def fmt_of(depth: str, profile: str = "sRGB-elle-V2-srgbtrc.icc") -> PixelFormat:
+    return logic.pixel_format("RGBA", depth, profile)
+
+
+def random_pixels(rng, h, w, dtype):
+    if dtype in ("u8", "u16"):
+        hi = 255 if dtype == "u8" else 65535
+        return rng.integers(0, hi + 1, (h, w, 4)).astype(NP[dtype])
+    return rng.random((h, w, 4)).astype(NP[dtype])
+
+
+# --------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize(
+    "depth,dtype,order,nbytes",
+    [("U8", "u8", "BGRA", 4), ("U16", "u16", "BGRA", 8), ("F16", "f16", "RGBA", 8), ("F32", "f32", "RGBA", 16)],
+)
+def test_pixel_format_matches_krita_layouts(depth, dtype, order, nbytes):
+    f = fmt_of(depth)
+    assert (f.dtype, f.order, f.pixel_bytes) == (dtype, order, nbytes)
+    assert f.itemsize == P.DTYPES[dtype]  # agrees with the wire format
+
+
+@pytest.mark.parametrize(
+    "profile,transfer",
+    [
+        ("sRGB-elle-V2-g10.icc", "linear"),  # Krita's default for float (and new 16-bit) documents
+        ("Rec2020-elle-V4-g10.icc", "linear"),
+        ("scRGB (linear)", "linear"),
+        ("sRGB-elle-V2-srgbtrc.icc", "srgb"),
+        ("sRGB built-in", "srgb"),
+        ("ACEScg-elle-V4-g10.icc", "linear"),
+        ("AdobeRGB1998-elle-V2-g22.icc", "srgb"),
+        ("", "srgb"),
+    ],
+)
+def test_transfer_from_profile(profile, transfer):
+    assert logic.transfer_from_profile(profile) == transfer
+
+
+def test_pixel_format_refuses_other_colour_models_with_a_fix():
+    with pytest.raises(PluginError, match="Convert"):
+        logic.pixel_format("CMYKA", "U8", "")
+    with pytest.raises(PluginError):
+        logic.pixel_format("RGBA", "U32", "")
+
+
+# --------------------------------------------------------------------------- byte packing
+
+
+@pytest.mark.parametrize("dtype", ["u8", "u16", "f16", "f32"])
+def test_extract_and_replace_channel_match_numpy(dtype):
+    rng = np.random.default_rng(1)
+    px = random_pixels(rng, 5, 7, dtype)
+    f = PixelFormat(dtype, "RGBA", "srgb", np.dtype(NP[dtype]).itemsize)
+    for ch in range(4):
+        got = np.frombuffer(logic.extract_channel(px.tobytes(), f, ch), NP[dtype]).reshape(5, 7)
+        np.testing.assert_array_equal(got, px[..., ch])
+    new = random_pixels(rng, 5, 7, dtype)[..., 0]
+    out = np.frombuffer(bytes(logic.replace_channel(px.tobytes(), f, new.tobytes())), NP[dtype]).reshape(5, 7, 4)
+    np.testing.assert_array_equal(out[..., 3], new)
+    np.testing.assert_array_equal(out[..., :3], px[..., :3])
+
+
+def test_replace_channel_rejects_wrong_length():
+    f = fmt_of("U8")
+    with pytest.raises(ValueError):
+        logic.replace_channel(bytes(16), f, bytes(3))
+
+
+@pytest.mark.parametrize("dtype", ["u8", "u16"])
+def test_multiply_samples_integers_round_like_numpy(dtype):
+    rng = np.random.default_rng(2)
+    hi = 255 if dtype == "u8" else 65535
+    a = rng.integers(0, hi + 1, 1000).astype(NP[dtype])
+    b = rng.integers(0, hi + 1, 1000).astype(NP[dtype])
+    got = np.frombuffer(logic.multiply_samples(a.tobytes(), b.tobytes(), dtype), NP[dtype])
+    want = (a.astype(np.int64) * b + hi // 2) // hi
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["f16", "f32"])
+def test_multiply_samples_floats(dtype):
+    rng = np.random.default_rng(3)
+    a, b = rng.random(300).astype(NP[dtype]), rng.random(300).astype(NP[dtype])
+    got = np.frombuffer(logic.multiply_samples(a.tobytes(), b.tobytes(), dtype), NP[dtype])
+    np.testing.assert_allclose(got.astype(np.float32), (a.astype(np.float32) * b.astype(np.float32)), rtol=2e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["u8", "u16", "f16", "f32"])
+def test_multiply_by_opaque_is_exact_identity(dtype):
+    rng = np.random.default_rng(4)
+    a = random_pixels(rng, 1, 50, dtype)[0, :, 0]
+    one = np.frombuffer(logic.opaque_sample(dtype) * 50, NP[dtype])
+    assert float(one[0]) == pytest.approx(1.0 if dtype[0] == "f" else (255 if dtype == "u8" else 65535))
+    assert logic.multiply_samples(a.tobytes(), one.tobytes(), dtype) == a.tobytes()
+    assert logic.multiply_samples(one.tobytes(), a.tobytes(), dtype) == a.tobytes()
+
+
+@pytest.mark.parametrize("src", ["u8", "u16", "f16", "f32"])
+@pytest.mark.parametrize("dst", ["u8", "u16", "f32"])
+def test_convert_mask_matches_numpy(src, dst):
+    rng = np.random.default_rng(5)
+    m = random_pixels(rng, 1, 64, src)[0, :, 0]
+    got = np.frombuffer(logic.convert_mask(m.tobytes(), src, dst), NP[dst]).astype(np.float64)
+    scale = {"u8": 255.0, "u16": 65535.0}.get(src, 1.0)
+    f = np.clip(m.astype(np.float64) / scale, 0, 1)
+    if dst in ("u8", "u16"):
+        hi = 255 if dst == "u8" else 65535
+        np.testing.assert_array_equal(got, np.floor(f * hi + 0.5))
+    else:
+        np.testing.assert_allclose(got, f, atol=1e-6)
+
+
+def test_convert_mask_clamps_floats_and_nan():
+    data = struct.pack("<4f", -0.5, 1.5, float("nan"), 0.5)
+    assert logic.convert_mask(data, "f32", "u8") == bytes([0, 255, 0, 128])
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_options_round_trip_and_defaults():
+    o = Options(model="portrait", band_px=24, amount=35, output="layer").validate()
+    assert Options.from_json(o.to_json()) == o
+    assert Options.from_json("") == Options()
+    assert Options.from_json("not json") == Options()
+    # One bad value falls back to its default only; the valid ones survive.
+    back = Options.from_json('{"model": "nope", "band_px": 8, "amount": 250, "output": "mask", "x": 1}')
+    assert back == Options(band_px=8, output="mask")
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"model": "classical"}, {"band_px": 0}, {"band_px": 5000}, {"band_px": True}, {"amount": 101}, {"amount": 0.5}, {"output": "overwrite"}]
+)
+def test_options_validate_rejects(kwargs):
+    with pytest.raises(PluginError):
+        Options(**kwargs).validate()
+
+
+def test_effective_output():
+    assert logic.effective_output("mask", supports_mask=False) == "layer"
+    assert logic.effective_output("mask", supports_mask=True) == "mask"
+    for o in ("selection", "layer", "foreground"):
+        assert logic.effective_output(o, supports_mask=False) == o
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _req(action, options=Options(), depth="U8", profile="sRGB-elle-V2-srgbtrc.icc", sel=True, supports_mask=False, h=6, w=9):
+    rng = np.random.default_rng(6)
+    f = fmt_of(depth, profile)
+    px = random_pixels(rng, h, w, f.dtype)
+    s = (rng.random((h, w)) > 0.5).astype(np.uint8) * 255 if sel else None
+    req = logic.build_request(action, options, f, w, h, px.tobytes(), None if s is None else s.tobytes(), supports_mask=supports_mask)
+    return req, px, s
+
+
+def _check_against_protocol(req):
+    """The request passes the daemon's own validation (same code path as the daemon)."""
+    specs = P.parse_buffers({"buffers": [d for d, _ in req.inputs]}, [b for _, b in req.inputs], max_pixels=10**8, max_side=65535)
+    return P.check_job(req.op, req.params, specs)
+
+
+@pytest.mark.parametrize("depth", ["U8", "U16", "F16", "F32"])
+def test_refine_request_is_valid_for_the_daemon(depth):
+    req, px, s = _req("refine", Options(output="layer", band_px=10), depth=depth, profile="sRGB-elle-V2-g10.icc")
+    p = _check_against_protocol(req)
+    assert [d["name"] for d, _ in req.inputs] == ["image", "guidance"]
+    img = req.inputs[0][0]
+    assert img["transfer"] == "linear" and img["order"] == ("BGRA" if depth in ("U8", "U16") else "RGBA")
+    assert p["alpha_dtype"] == img["dtype"]  # a cut-out layer keeps the layer's precision
+    assert p["band_px"] == 10 and p["outputs"] == ["alpha"]
+    assert req.inputs[1][1] == s.tobytes()
+
+
+def test_selection_and_mask_outputs_ask_for_8_bit_alpha():
+    for output in ("selection", "mask"):
+        req, *_ = _req("refine", Options(output=output), depth="U16", supports_mask=True)
+        assert req.output == output and _check_against_protocol(req)["alpha_dtype"] == "u8"
+
+
+def test_refine_needs_a_selection():
+    with pytest.raises(PluginError, match="selection"):
+        _req("refine", sel=False)
+    # An all-zero selection counts as none.
+    f = fmt_of("U8")
+    with pytest.raises(PluginError):
+        logic.build_request("refine", Options(), f, 2, 2, bytes(16), bytes(4), supports_mask=False)
+
+
+def test_select_subject_sends_selection_as_optional_guidance():
+    req, *_ = _req("select_subject", Options(model="portrait"))
+    assert [d["name"] for d, _ in req.inputs] == ["image", "guidance"]
+    assert _check_against_protocol(req)["model"] == "portrait"
+    req, *_ = _req("select_subject", sel=False)
+    assert [d["name"] for d, _ in req.inputs] == ["image"]
+    _check_against_protocol(req)
+
+
+@pytest.mark.parametrize("depth", ["U8", "F32"])
+def test_decontaminate_alpha_comes_from_selection_or_layer(depth):
+    req, px, s = _req("decontaminate", Options(amount=40), depth=depth)
+    p = _check_against_protocol(req)
+    assert p["outputs"] == ["foreground"] and p["amount"] == pytest.approx(0.4)
+    assert req.inputs[1][1] == s.tobytes() and req.inputs[1][0]["dtype"] == "u8"
+    req, px, _ = _req("decontaminate", depth=depth, sel=False)
+    _check_against_protocol(req)
+    assert req.inputs[1][1] == np.ascontiguousarray(px[..., 3]).tobytes()
+    assert req.inputs[1][0]["dtype"] == fmt_of(depth).dtype
+
+
+def test_foreground_output_asks_for_both():
+    req, *_ = _req("refine", Options(output="foreground", amount=70))
+    p = _check_against_protocol(req)
+    assert p["outputs"] == ["alpha", "foreground"] and p["amount"] == pytest.approx(0.7)
+
+
+def test_build_request_checks_sizes():
+    f = fmt_of("U8")
+    with pytest.raises(ValueError):
+        logic.build_request("refine", Options(), f, 2, 2, bytes(15), bytes(4), supports_mask=False)
+    with pytest.raises(ValueError):
+        logic.build_request("refine", Options(), f, 2, 2, bytes(16), bytes(3), supports_mask=False)
+    with pytest.raises(ValueError):
+        logic.build_request("paint", Options(), f, 2, 2, bytes(16), bytes(4), supports_mask=False)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _alpha_buf(req, matte):
+    spec, arr = P.buffer_from_array("alpha", matte, order="Y")
+    return {"alpha": (spec.to_json(), arr.tobytes())}
+
+
+def test_selection_result_is_the_u8_matte():
+    req, px, _ = _req("refine")
+    matte = np.random.default_rng(7).integers(0, 256, (req.height, req.width)).astype(np.uint8)
+    w = logic.result_writes(req, px.tobytes(), _alpha_buf(req, matte))
+    assert w.selection == matte.tobytes() and w.layer is None and w.mask is None
+
+
+@pytest.mark.parametrize("depth", ["U8", "U16", "F32"])
+def test_layer_result_multiplies_layer_alpha_and_keeps_colours(depth):
+    req, px, _ = _req("refine", Options(output="layer"), depth=depth)
+    dt = NP[req.fmt.dtype]
+    rng = np.random.default_rng(8)
+    matte = random_pixels(rng, req.height, req.width, req.fmt.dtype)[..., 0]
+    w = logic.result_writes(req, px.tobytes(), _alpha_buf(req, matte), model="classical")
+    out = np.frombuffer(w.layer, dt).reshape(px.shape)
+    np.testing.assert_array_equal(out[..., :3], px[..., :3])
+    if depth == "F32":
+        np.testing.assert_allclose(out[..., 3], px[..., 3] * matte, rtol=1e-6)
+    else:
+        hi = 255 if depth == "U8" else 65535
+        np.testing.assert_array_equal(out[..., 3], (px[..., 3].astype(np.int64) * matte + hi // 2) // hi)
+    assert w.layer_name == "Cut-out (classical)"
+
+
+def test_mask_result_and_size_checks():
+    req, px, _ = _req("refine", Options(output="mask"), supports_mask=True)
+    matte = np.full((req.height, req.width), 200, np.uint8)
+    assert logic.result_writes(req, px.tobytes(), _alpha_buf(req, matte)).mask == matte.tobytes()
+    wrong = np.zeros((req.height + 1, req.width), np.uint8)
+    with pytest.raises(PluginError, match="answered"):
+        logic.result_writes(req, px.tobytes(), _alpha_buf(req, wrong))
+    with pytest.raises(PluginError, match="lacks"):
+        logic.result_writes(req, px.tobytes(), {})
+
+
+def test_foreground_result_must_match_layer_format():
+    req, px, _ = _req("decontaminate", depth="U16")
+    fg = random_pixels(np.random.default_rng(9), req.height, req.width, "u16")
+    spec, arr = P.buffer_from_array("foreground", fg, order="BGRA")
+    w = logic.result_writes(req, px.tobytes(), {"foreground": (spec.to_json(), arr.tobytes())})
+    assert w.layer == fg.tobytes() and w.layer_name.startswith("Decontaminated")
+    spec, arr = P.buffer_from_array("foreground", fg, order="RGBA")
+    with pytest.raises(PluginError):
+        logic.result_writes(req, px.tobytes(), {"foreground": (spec.to_json(), arr.tobytes())})
+
+
+def test_error_text_explains_codes():
+    assert "not running" in logic.error_text("daemon_unavailable", "start it with `mattekit serve`")
+    assert "mattekit serve" in logic.error_text("daemon_unavailable", "start it with `mattekit serve`")
+    assert logic.error_text("cancelled", "cancelled") == "Cancelled."
+    assert "weird" in logic.error_text("internal", "weird")
