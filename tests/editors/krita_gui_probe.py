@@ -23,9 +23,10 @@ OUT = os.environ.get("MATTEKIT_KRITA_PROBE_OUT", "")
 IDS = ("mattekit_select_subject", "mattekit_refine_selection", "mattekit_decontaminate", "mattekit_options")
 
 
-def _probe(window):
+def _probe():
     info = {}
     try:
+        window = Krita.instance().activeWindow() or Krita.instance().windows()[0]
         qwin = window.qwindow()
         menus = {}
         for top in qwin.menuBar().actions():
@@ -40,7 +41,7 @@ def _probe(window):
         from mattekit_krita.logic import Options
 
         doc = Krita.instance().createDocument(640, 400, "probe", "RGBA", "U8", "", 72.0)
-        Krita.instance().activeWindow().addView(doc)
+        window.addView(doc)
         dlg = OptionsDialog(Options(), supports_mask=core.supports_transparency_mask(doc), parent=qwin)
         dlg.show()
         for _ in range(20):
@@ -66,7 +67,8 @@ class Probe(Extension):
         pass
 
     def createActions(self, window):
-        QTimer.singleShot(3000, lambda: _probe(window))
+        # The Window passed here is a temporary wrapper: look the window up again later.
+        QTimer.singleShot(3000, _probe)
 
 
 Krita.instance().addExtension(Probe(Krita.instance()))

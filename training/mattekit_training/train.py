@@ -274,8 +274,9 @@ class Trainer:
         if self.world > 1:
             for name, mod in self.method.trainable().items():
                 ids = [self.local_rank] if self.device.type == "cuda" else None
-                self.method.wrap(name, nn.parallel.DistributedDataParallel(
-                    mod, device_ids=ids, find_unused_parameters=bool(self.tcfg.get("find_unused_parameters", False))))
+                unused = name in self.method.unused_parameters or bool(self.tcfg.get("find_unused_parameters", False))
+                self.method.wrap(name, nn.parallel.DistributedDataParallel(mod, device_ids=ids,
+                                                                           find_unused_parameters=unused))
 
         ocfg = recipe.get("optim", {})
         self.optims: dict[str, torch.optim.Optimizer] = {}

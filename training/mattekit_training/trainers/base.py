@@ -111,6 +111,8 @@ class Method:
     """
 
     name = "base"
+    #: trainable modules whose forward leaves some parameters out of the loss (DDP must know).
+    unused_parameters: frozenset[str] = frozenset()
 
     def __init__(self, recipe: dict, device: torch.device, log: Callable[[str], None] = print):
         self.recipe = recipe

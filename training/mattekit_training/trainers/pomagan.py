@@ -21,6 +21,7 @@ class PomaganMethod(Method):
     [discriminator] ndf, n_layers, num_d."""
 
     name = "pomagan"
+    unused_parameters = frozenset({"model"})  # the PRN's OS8 / OS4 heads are not used as a generator
 
     def __init__(self, recipe, device, log=print):
         super().__init__(recipe, device, log)

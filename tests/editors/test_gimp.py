@@ -1,0 +1,344 @@
+"""The GIMP 3 plug-in inside a real GIMP 3.0 (Debian 13 root, gimp-console, chroot).
+
+The real daemon runs on the host with its ipc socket inside the root; the plug-in is
+installed with `mattekit install-plugin gimp --target ...`; a batch script calls each
+procedure through the PDB and dumps its inputs and results. Every result must equal the
+daemon's own answer (``mattekit.client.Client``) for the same pixels, byte for byte.
+
+Needs root and network on first use (mmdebstrap, ~6 min, then cached in
+~/.cache/mattekit). Set MATTEKIT_GIMP_BENCH=1 to also time a 12 MP image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mattekit import imageops
+from mattekit.client import Client, MatteError
+
+from . import roots
+
+pytestmark = pytest.mark.editor
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "plugins" / "gimp" / "mattekit"))
+import mattekit_logic as L  # noqa: E402
+
+PRECISIONS = ("u8-non-linear", "u16-linear", "float-linear")
+NP = {"u8": np.uint8, "u16": np.uint16, "f16": np.float16, "f32": np.float32}
+GIMP_TIMEOUT_S = 300
+ELLIPSE = [150, 60, 260, 330]  # image coordinates, around the astronaut's head and shoulders
+
+
+@pytest.fixture(scope="module")
+def gimp_root():
+    why = roots.unavailable_reason()
+    if why:
+        pytest.skip(why)
+    try:
+        tarball = roots.build_root_tarball(roots.GIMP_PACKAGES)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        pytest.fail(f"cannot build the Debian 13 root: {exc} {getattr(exc, 'stderr', b'')[-2000:]!r}")
+    root = roots.extract_root(tarball)
+    yield root
+    roots.remove_root(root)
+
+
+@pytest.fixture(scope="module")
+def daemon(gimp_root):
+    """The real daemon on the host, its socket inside the root, its token where the root's HOME finds it."""
+    run_dir = gimp_root / "run" / "mattekit"
+    cfg_dir = gimp_root / "root" / ".config" / "mattekit"
+    endpoint = f"ipc://{run_dir / 'daemon.sock'}"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "backend"), MATTEKIT_RUNTIME_DIR=str(run_dir), MATTEKIT_CONFIG_DIR=str(cfg_dir), OMP_NUM_THREADS="1")
+    log = open(gimp_root / "daemon.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "mattekit", "--endpoint", endpoint, "serve"], env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + 60
+    while not (cfg_dir / "token").exists() or not (run_dir / "daemon.sock").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (gimp_root / "daemon.log").read_text()
+        time.sleep(0.2)
+    token = (cfg_dir / "token").read_text().strip()
+    client = Client(endpoint, token)
+    client.hello()
+    yield client
+    try:
+        client.shutdown()
+        proc.wait(20)
+    except (MatteError, subprocess.TimeoutExpired):
+        proc.kill()
+    client.close()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def plugin(gimp_root):
+    target = gimp_root / "root" / ".config" / "GIMP" / "3.0" / "plug-ins"
+    out = subprocess.run([sys.executable, "-m", "mattekit", "install-plugin", "gimp", "--target", str(target)],
+                         env=dict(os.environ, PYTHONPATH=str(REPO / "backend")), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert os.access(target / "mattekit" / "mattekit.py", os.X_OK)
+    return target
+
+
+def run_gimp(root: Path, cases: list[dict], *, name: str, transport: str = "auto") -> dict[str, dict]:
+    """Run the batch script over ``cases`` in gimp-console; return {case: meta} (files in root/mk/NAME)."""
+    mk = root / "root" / "mk"
+    out = mk / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    shutil.copy(Path(__file__).with_name("gimp_batch.py"), mk / "batch.py")
+    spec = {
+        "out": f"/root/mk/{name}",
+        "formats": {p: {"rgba": L.pixel_format(p).rgba, "mask": L.pixel_format(p).mask} for p in PRECISIONS},
+        "cases": cases,
+    }
+    (mk / f"{name}.json").write_text(json.dumps(spec))
+    cmd = (
+        f"timeout {GIMP_TIMEOUT_S} gimp-console-3.0 -i --batch-interpreter=python-fu-eval "
+        "-b \"exec(open('/root/mk/batch.py').read())\" --quit </dev/null"
+    )
+    env = {
+        "MATTEKIT_ENDPOINT": "ipc:///run/mattekit/daemon.sock",
+        "MATTEKIT_BATCH_SPEC": f"/root/mk/{name}.json",
+        "MATTEKIT_GIMP_TIMINGS": f"/root/mk/{name}/timings.jsonl",
+        "MATTEKIT_TRANSPORT": transport,
+    }
+    res = roots.chroot_run(root, cmd, timeout=GIMP_TIMEOUT_S + 60, env=env)
+    assert not (mk / f"{name}.json.error").exists(), (mk / f"{name}.json.error").read_text()
+    metas = {}
+    for case in cases:
+        d = out / case["name"]
+        err = d / "error.txt"
+        assert not err.exists(), f"batch case {case['name']} failed:\n{err.read_text()}\n--- gimp output:\n{res.stdout[-3000:]}{res.stderr[-3000:]}"
+        assert (d / "meta.json").exists(), f"gimp exited {res.returncode} before {case['name']}:\n{res.stdout[-3000:]}{res.stderr[-3000:]}"
+        metas[case["name"]] = json.loads((d / "meta.json").read_text())
+    return metas
+
+
+def load(root: Path, run: str, case: str, fname: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    return np.fromfile(root / "root" / "mk" / run / case / fname, dtype=NP[dtype]).reshape(shape)
+
+
+def bbox(mask: np.ndarray, ox: int, oy: int) -> L.Rect | None:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return L.Rect(int(xs.min()) + ox, int(ys.min()) + oy, int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+
+
+def _sample_png(root: Path) -> np.ndarray:
+    """The sample image as a lossless PNG in the root (JPEG decoders may differ by one level)."""
+    import cv2
+
+    bgr = cv2.imread(str(REPO / "examples" / "astronaut.jpg"))
+    cv2.imwrite(str(root / "root" / "mk" / "astronaut.png"), bgr)
+    return bgr[..., ::-1].copy()
+
+
+def _case(name, precision, procedure, args, **kw):
+    base = {"name": name, "file": "/root/mk/astronaut.png", "precision": precision, "canvas": [560, 540, 20, 10], "procedure": procedure, "args": args}
+    base.update(kw)
+    return base
+
+
+REFINE = "plug-in-mattekit-refine-selection"
+SUBJECT = "plug-in-mattekit-select-subject"
+DECON = "plug-in-mattekit-decontaminate"
+
+
+@pytest.fixture(scope="module")
+def batch(gimp_root, daemon, plugin):
+    (gimp_root / "root" / "mk").mkdir(parents=True, exist_ok=True)
+    rgb8 = _sample_png(gimp_root)
+    cases = [
+        _case("r8_sel", "u8-non-linear", REFINE, {"output": "selection"}, select=ELLIPSE),
+        _case("r8_mask", "u8-non-linear", REFINE, {"output": "layer-mask", "band-width": 8}, select=ELLIPSE),
+        _case("r8_new", "u8-non-linear", REFINE, {"output": "new-layer", "amount": 100.0}, select=ELLIPSE),
+        _case("d8_new", "u8-non-linear", DECON, {"output": "new-layer", "amount": 60.0}, select_from="r8_sel"),
+        _case("s8", "u8-non-linear", SUBJECT, {"output": "layer-mask"}),
+        _case("r8_nosel", "u8-non-linear", REFINE, {"output": "selection"}),
+        _case("r16_newmask", "u16-linear", REFINE, {"output": "new-layer-mask"}, select=ELLIPSE),
+        _case("r16_sel", "u16-linear", REFINE, {"output": "selection"}, select=ELLIPSE),
+        _case("d16_newmask", "u16-linear", DECON, {"output": "new-layer-mask"}, select_from="r16_sel"),
+        _case("r32_mask", "float-linear", REFINE, {"output": "layer-mask"}, select=ELLIPSE),
+    ]
+    metas = run_gimp(gimp_root, cases, name="main")
+    return {"root": gimp_root, "client": daemon, "metas": metas, "cases": {c["name"]: c for c in cases}, "rgb8": rgb8}
+
+
+# --------------------------------------------------------------------------- expectations
+
+
+def _inputs(b, case: str, run: str = "main"):
+    meta, c = b["metas"][case], b["cases"][case]
+    pf = L.pixel_format(c["precision"])
+    (lw, lh), (ox, oy) = meta["size"], meta["offsets"]
+    rgba = load(b["root"], run, case, "in_rgba.bin", pf.dtype, (lh, lw, 4))
+    sel = load(b["root"], run, case, "in_selection.bin", pf.dtype, (lh, lw))
+    return meta, c, pf, rgba, sel, L.Rect(ox, oy, lw, lh)
+
+
+def _expected_refine(b, case: str, run: str = "main"):
+    """The daemon's direct answer for what the plug-in sends: same crop, same params."""
+    meta, c, pf, rgba, sel, layer = _inputs(b, case, run)
+    args = c["args"]
+    band = args.get("band-width", 0) or L.default_band_px(layer.width, layer.height, 6, 0.012)
+    rect = L.work_rect(layer, bbox(sel, layer.x, layer.y), band)
+    loc = rect.translate(-layer.x, -layer.y)
+    crop = np.ascontiguousarray(rgba[loc.y:loc.y2, loc.x:loc.x2])
+    guide = np.ascontiguousarray(sel[loc.y:loc.y2, loc.x:loc.x2])
+    params = L.job_params("refine", model=args.get("model", "auto"), band_px=band, amount_percent=args.get("amount", 100.0), output=args["output"])
+    res = b["client"].run_job("refine", {"image": (crop, "RGBA", pf.transfer), "guidance": (guide, "Y", "srgb")}, params)
+    full = np.zeros((layer.height, layer.width), NP[pf.dtype])
+    full[loc.y:loc.y2, loc.x:loc.x2] = res.alpha
+    return res, rect, full, crop
+
+
+def test_reads_pixels_in_the_images_precision_and_transfer(batch):
+    rgb8 = batch["rgb8"]
+    _, _, _, rgba8, sel8, layer = _inputs(batch, "r8_sel")
+    assert (layer.x, layer.y) == (20, 10)  # the canvas resize moved the layer: offsets are honoured below
+    np.testing.assert_array_equal(rgba8[..., :3], rgb8)  # 8-bit: exactly the file's values
+    _, _, _, rgba16, _, _ = _inputs(batch, "r16_sel")
+    lin = imageops.srgb_to_linear(rgb8.astype(np.float32) / 255) * 65535
+    assert np.abs(rgba16[..., :3].astype(np.float32) - lin).max() <= 2.0  # linear u16, not sRGB
+    _, _, _, rgbaf, _, _ = _inputs(batch, "r32_mask")
+    assert rgbaf.dtype == np.float32 and np.abs(rgbaf[..., :3] - lin / 65535).max() < 1e-3
+    # The selection the plug-in sees is the ellipse, shifted by the layer offsets into layer coordinates.
+    box = bbox(sel8, layer.x, layer.y)
+    assert abs(box.x - ELLIPSE[0]) <= 1 and abs(box.y - ELLIPSE[1]) <= 1 and abs(box.width - ELLIPSE[2]) <= 2
+
+
+@pytest.mark.parametrize("case", ["r8_sel", "r16_sel"])
+def test_refine_to_selection_equals_daemon(batch, case):
+    meta = batch["metas"][case]
+    assert meta["status"] == "success", meta
+    res, rect, full, _ = _expected_refine(batch, case)
+    _, _, pf, _, sel, layer = _inputs(batch, case)
+    got = load(batch["root"], "main", case, "out_selection.bin", pf.dtype, (layer.height, layer.width))
+    np.testing.assert_array_equal(got, full)
+    soft = (got > 0) & (got < np.iinfo(got.dtype).max)
+    assert soft.sum() > 100  # a real matte: soft edge values, not the binary ellipse
+    assert not np.array_equal(got, sel)
+    assert meta["n_layers"] == [1, 1]
+
+
+@pytest.mark.parametrize("case", ["r8_mask", "r32_mask"])
+def test_refine_to_layer_mask_equals_daemon(batch, case):
+    meta = batch["metas"][case]
+    assert meta["status"] == "success", meta
+    _, rect, full, _ = _expected_refine(batch, case)
+    _, _, pf, _, _, layer = _inputs(batch, case)
+    got = load(batch["root"], "main", case, "out_mask.bin", pf.dtype, (layer.height, layer.width))
+    np.testing.assert_array_equal(got, full)
+
+
+def test_refine_to_new_layer_equals_daemon(batch):
+    meta = batch["metas"]["r8_new"]
+    assert meta["status"] == "success", meta
+    res, rect, _, _ = _expected_refine(batch, "r8_new")
+    nl = meta["new_layer"]
+    assert nl["offsets"] == [rect.x, rect.y] and nl["size"] == [rect.width, rect.height] and not nl["has_mask"]
+    got = load(batch["root"], "main", "r8_new", "new_rgba.bin", "u8", (rect.height, rect.width, 4))
+    np.testing.assert_array_equal(got, res.foreground)
+
+
+def test_refine_to_new_layer_with_mask_16bit(batch):
+    meta = batch["metas"]["r16_newmask"]
+    assert meta["status"] == "success", meta
+    res, rect, _, crop = _expected_refine(batch, "r16_newmask")
+    assert meta["new_layer"]["has_mask"] and meta["new_layer"]["offsets"] == [rect.x, rect.y]
+    h, w = rect.height, rect.width
+    got = load(batch["root"], "main", "r16_newmask", "new_rgba.bin", "u16", (h, w, 4))
+    mask = load(batch["root"], "main", "r16_newmask", "new_mask.bin", "u16", (h, w))
+    np.testing.assert_array_equal(got[..., :3], res.foreground[..., :3])  # decontaminated colours, 16 bits kept
+    np.testing.assert_array_equal(got[..., 3], crop[..., 3])  # the layer's own alpha
+    np.testing.assert_array_equal(mask, res.alpha)  # the matte as the mask
+    assert len(np.unique(mask)) > 256  # more levels than 8 bits could carry
+
+
+@pytest.mark.parametrize("case,dtype", [("d8_new", "u8"), ("d16_newmask", "u16")])
+def test_decontaminate_equals_daemon(batch, case, dtype):
+    meta = batch["metas"][case]
+    assert meta["status"] == "success", meta
+    _, c, pf, rgba, sel, layer = _inputs(batch, case)
+    assert sel.any()  # the selection made from the earlier refine is the matte
+    params = L.job_params("decontaminate", model="auto", band_px=0, amount_percent=c["args"].get("amount", 100.0), output=c["args"]["output"])
+    res = batch["client"].run_job("decontaminate", {"image": (rgba, "RGBA", pf.transfer), "alpha": (sel, "Y", "srgb")}, params)
+    got = load(batch["root"], "main", case, "new_rgba.bin", dtype, (layer.height, layer.width, 4))
+    assert meta["new_layer"]["offsets"] == [layer.x, layer.y]
+    if c["args"]["output"] == "new-layer":
+        np.testing.assert_array_equal(got, res.foreground)
+    else:
+        np.testing.assert_array_equal(got[..., :3], res.foreground[..., :3])
+        np.testing.assert_array_equal(got[..., 3], rgba[..., 3])
+        mask = load(batch["root"], "main", case, "new_mask.bin", dtype, (layer.height, layer.width))
+        np.testing.assert_array_equal(mask, sel)
+    edge = (sel > 0) & (sel < np.iinfo(sel.dtype).max)
+    assert edge.any() and not np.array_equal(got[..., :3][edge], rgba[..., :3][edge])  # edge colours changed
+
+
+def test_select_subject_matches_daemon_answer(batch):
+    meta = batch["metas"]["s8"]
+    _, _, pf, rgba, _, layer = _inputs(batch, "s8")
+    params = L.job_params("select_subject", model="auto", band_px=0, amount_percent=100, output="layer-mask")
+    try:
+        res = batch["client"].run_job("select_subject", {"image": (rgba, "RGBA", "srgb")}, params)
+    except MatteError as exc:  # no subject model installed: the plug-in must fail with the daemon's message
+        assert meta["status"] == "execution-error", meta
+        assert exc.message in meta["message"] and meta["message"].startswith("mattekit:")
+        return
+    assert meta["status"] == "success", meta
+    got = load(batch["root"], "main", "s8", "out_mask.bin", pf.dtype, (layer.height, layer.width))
+    np.testing.assert_array_equal(got, res.alpha)
+
+
+def test_refine_without_selection_is_an_error(batch):
+    meta = batch["metas"]["r8_nosel"]
+    assert meta["status"] == "execution-error" and "selection" in meta["message"]
+
+
+def test_zmtp_fallback_transport_inside_gimp(batch):
+    """The same refine through the pure-Python ZMTP client (as in editors without pyzmq)."""
+    case = _case("z8_sel", "u8-non-linear", REFINE, {"output": "selection"}, select=ELLIPSE)
+    metas = run_gimp(batch["root"], [case], name="zmtp", transport="zmtp")
+    assert metas["z8_sel"]["status"] == "success", metas
+    b = dict(batch, metas=metas, cases={"z8_sel": case})
+    _, _, _, full, _ = (None, *_expected_refine(b, "z8_sel", run="zmtp"))[1:] + (None,)
+    _, _, pf, _, _, layer = _inputs(b, "z8_sel", run="zmtp")
+    got = load(batch["root"], "zmtp", "z8_sel", "out_selection.bin", pf.dtype, (layer.height, layer.width))
+    np.testing.assert_array_equal(got, full)
+
+
+@pytest.mark.skipif(not os.environ.get("MATTEKIT_GIMP_BENCH"), reason="set MATTEKIT_GIMP_BENCH=1 to time a 12 MP image")
+def test_timing_12mp(batch, capsys):
+    import cv2
+
+    h, w = 3000, 4000
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    disc = ((xx - 2000) ** 2 + (yy - 1500) ** 2) < 1000 ** 2
+    img = np.where(disc[..., None], [40, 160, 230], [200, 120, 60]).astype(np.uint8)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(batch["root"] / "root" / "mk" / "big.png"), img[..., ::-1])
+    cases = [
+        {"name": "big_refine", "file": "/root/mk/big.png", "precision": "u8-non-linear", "procedure": REFINE,
+         "args": {"output": "selection"}, "select": [990, 480, 2020, 2040]},
+        {"name": "big_decon", "file": "/root/mk/big.png", "precision": "u8-non-linear", "procedure": DECON,
+         "args": {"output": "new-layer"}, "select_from": "big_refine"},
+    ]
+    metas = run_gimp(batch["root"], cases, name="bench")
+    lines = (batch["root"] / "root" / "mk" / "bench" / "timings.jsonl").read_text().splitlines()
+    with capsys.disabled():
+        for m, t in zip(metas.values(), map(json.loads, lines)):
+            print(f"\n12MP {t['op']}: PDB call {m['call_s']:.2f} s; plug-in read {t['read_s']:.2f} s, job round trip {t['job_s']:.2f} s "
+                  f"(daemon {t['daemon'].get('total_s', 0):.2f} s), write {t['write_s']:.2f} s; pixels sent {t['pixels']}")
+    assert all(m["status"] == "success" for m in metas.values()), metas
