@@ -308,3 +308,20 @@ def test_error_text_explains_codes():
     assert "mattekit serve" in logic.error_text("daemon_unavailable", "start it with `mattekit serve`")
     assert logic.error_text("cancelled", "cancelled") == "Cancelled."
     assert "weird" in logic.error_text("internal", "weird")
+
+
+def test_action_file_declares_the_extensions_actions_and_shortcuts():
+    """mattekit_krita.action (Krita's default shortcuts) agrees with extension.ACTIONS (read without Krita)."""
+    import ast
+    import xml.etree.ElementTree as ET
+
+    pkg = Path(__file__).resolve().parents[1] / "plugins" / "krita" / "mattekit_krita"
+    tree = ast.parse((pkg / "extension.py").read_text())
+    table = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ACTIONS")
+    actions = ast.literal_eval(table)
+    root = ET.parse(pkg / "mattekit_krita.action").getroot()
+    declared = {a.get("name"): (a.findtext("text"), a.findtext("shortcut") or "") for a in root.iter("Action")}
+    assert declared == {k: (v[0], v[2]) for k, v in actions.items()}
+    assert {v[1] for v in actions.values()} <= {"select", "filter", "layer"}
+    shortcuts = [s for _, s in declared.values() if s]
+    assert len(shortcuts) == len(set(shortcuts)) == 3

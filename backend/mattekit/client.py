@@ -4,7 +4,9 @@ One ``Client`` holds one DEALER socket and runs one request at a time. Control
 requests use the Lazy Pirate pattern (poll with a timeout; on silence close the
 socket, reconnect and resend, then give up with ``DaemonUnavailable``). A job's
 first reply (``progress``/``queued``) must come within the connect timeout; after
-that the client waits as long as progress keeps arriving within ``timeout``.
+that the client waits as long as messages keep arriving: the daemon repeats a job's
+progress as a keep-alive every ``config.KEEPALIVE_S``, so ``silence_timeout`` (much
+shorter than ``timeout``) is enough to report a daemon that died mid-job.
 """
 
 from __future__ import annotations
@@ -80,7 +82,12 @@ class Client:
         retries: int = config.CLIENT_RETRIES,
         autostart: bool = False,
         server_key: bytes | None = None,
+        silence_timeout: float = config.CLIENT_SILENCE_S,
     ):
+        """``timeout``: longest a job may go without progress; ``silence_timeout``: longest
+        without any message at all (keep-alives included) before the daemon is reported
+        as gone. ``server_key``: the daemon's CURVE public key (its config dir's
+        ``curve.public``), needed when it runs with --allow-remote."""
         self.endpoint = endpoint or config.default_endpoint()
         self._token = token
         self.timeout = timeout
@@ -88,6 +95,7 @@ class Client:
         self.retries = retries
         self.autostart = autostart
         self.server_key = server_key
+        self.silence_timeout = silence_timeout
         self.ctx = zmq.Context.instance()
         self.sock: zmq.Socket | None = None
 
@@ -105,6 +113,9 @@ class Client:
         if self.sock is None:
             s = self.ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
+            # ZMTP heartbeats: a tcp connection to a host that vanished is dropped and retried.
+            s.setsockopt(zmq.HEARTBEAT_IVL, int(config.KEEPALIVE_S * 1000))
+            s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(config.KEEPALIVE_S * 5000))
             if self.server_key is not None:
                 pub, sec = zmq.curve_keypair()
                 s.curve_serverkey, s.curve_publickey, s.curve_secretkey = self.server_key, pub, sec
@@ -212,28 +223,44 @@ class Client:
             raise self._unavailable()
 
         cancel_sent = False
-        last = time.monotonic()
-        while True:
-            if got is not None:
-                reply, reply_frames = got
-                last = time.monotonic()
-                if reply.get("id") == header["id"]:
-                    kind = reply["op"]
-                    if kind == "error":
-                        raise MatteError(reply.get("code", P.E_INTERNAL), reply.get("message", ""), reply)
-                    if kind == "result":
-                        return self._result(reply, reply_frames)
-                    elif kind == "progress" and progress is not None:
-                        if progress(reply.get("stage", ""), float(reply.get("fraction", 0.0)), reply) is False:
-                            cancel = cancel or threading.Event()
-                            cancel.set()
-            if cancel is not None and cancel.is_set() and not cancel_sent:
-                self._send(P.make_header("cancel", token=self.token, target=header["id"]))
-                cancel_sent = True
-            if time.monotonic() - last > self.timeout:
+        last = last_progress = time.monotonic()
+        try:
+            while True:
+                if got is not None:
+                    reply, reply_frames = got
+                    last = time.monotonic()
+                    if reply.get("id") == header["id"]:
+                        kind = reply["op"]
+                        if kind == "error":
+                            raise MatteError(reply.get("code", P.E_INTERNAL), reply.get("message", ""), reply)
+                        if kind == "result":
+                            return self._result(reply, reply_frames)
+                        if kind == "progress" and not reply.get("keepalive"):
+                            last_progress = last
+                            if progress is not None and progress(reply.get("stage", ""), float(reply.get("fraction", 0.0)), reply) is False:
+                                cancel = cancel or threading.Event()
+                                cancel.set()
+                if cancel is not None and cancel.is_set() and not cancel_sent:
+                    self._send(P.make_header("cancel", token=self.token, target=header["id"]))
+                    cancel_sent = True
+                now = time.monotonic()
+                if now - last > self.silence_timeout:
+                    raise DaemonUnavailable(
+                        f"the daemon at {self.endpoint} went silent for {self.silence_timeout:g} s during {op} "
+                        "(no progress, no keep-alive): it may have crashed; restart it with `mattekit serve`"
+                    )
+                if now - last_progress > self.timeout:
+                    raise DaemonUnavailable(f"{op} made no progress for {self.timeout:g} s")
+                got = self._recv(0.1)
+        except BaseException as exc:
+            if not isinstance(exc, MatteError):  # Ctrl-C, a failing progress callback: don't leave the job running
+                try:
+                    self._send(P.make_header("cancel", token=self.token, target=header["id"]))
+                except Exception:
+                    pass
+            if isinstance(exc, DaemonUnavailable):
                 self._reset()
-                raise MatteError(P.E_UNAVAILABLE, f"the daemon went silent for {self.timeout:g} s during {op}")
-            got = self._recv(0.1)
+            raise
 
     @staticmethod
     def _result(reply: dict[str, Any], frames: list[Any]) -> Result:

@@ -23,15 +23,39 @@ MAX_HEADER_DEPTH = 8
 #: Jobs waiting behind the running one before the daemon answers `busy`.
 MAX_QUEUED_JOBS = 32
 
+#: Largest estimated working memory of one job, bytes (inputs + JOB_BYTES_PER_PIXEL per pixel);
+#: a bigger request gets `too_large` before anything is decoded or allocated.
+MAX_JOB_BYTES = 16 * 2**30
+#: Working memory a job needs per image pixel, bytes: float32 image, alpha, trimap, foreground and
+#: the solver's temporaries (a rough upper bound of the classical and learned pipelines).
+JOB_BYTES_PER_PIXEL = 64
+
+#: The daemon sends a keep-alive `progress` for each queued or running job this often (seconds):
+#: it notices clients that went away, and clients notice a daemon that died.
+KEEPALIVE_S = 2.0
+
 #: Client defaults (seconds).
 CLIENT_TIMEOUT_S = 600.0
 CLIENT_CONNECT_TIMEOUT_S = 5.0
 CLIENT_RETRIES = 2
+#: A job whose daemon sent nothing (not even a keep-alive) for this long is reported as unavailable.
+CLIENT_SILENCE_S = 30.0
 
 #: Unknown band for refine: total width in pixels is max(MIN, short_side * FRACTION) unless given.
 #: Wide enough that a quick lasso (off by ~1-2 % of the image) still has its true edge inside.
 BAND_MIN_PX = 16
 BAND_FRACTION = 0.02
+
+#: Select Subject runs its subject model with the image's long side at most this (then refines at full size).
+SUBJECT_WORKING_SIDE = 1024
+#: Coarse alpha strictly between these is uncertain and is recomputed at full resolution.
+UNCERTAIN_LOW = 0.02
+UNCERTAIN_HIGH = 0.98
+#: Networks run at full resolution on tiles of this size (px), overlapping and cross-faded.
+TILE_PX = 1024
+TILE_OVERLAP_PX = 64
+#: Preview alpha sent before the full-resolution answer: long side in px.
+PREVIEW_SIDE = 512
 
 #: Default decontamination amount (0 = keep original colours, 1 = fully estimated).
 DECONTAMINATE_AMOUNT = 1.0

@@ -6,16 +6,25 @@ thread runs jobs through the engine and hands its replies back to the I/O loop o
 an inproc PUSH/PULL pair (ZeroMQ sockets must not be shared between threads).
 
 Jobs are queued per client and taken round-robin, so one busy script cannot starve
-an editor; past ``max_queued`` waiting jobs a request gets ``busy``.
+an editor; past ``max_queued`` waiting jobs a request gets ``busy``, and a job whose
+estimated working memory is over ``max_job_bytes`` gets ``too_large`` before anything
+is decoded.
+
+Gone clients: ROUTER_MANDATORY makes a send to a disconnected client fail, and the
+I/O loop sends every queued or running job a keep-alive ``progress`` each
+``keepalive_s``, so a client that went away has its jobs cancelled within about that
+time (the engine sees it at its next ``progress`` call), and a client sees a daemon
+that died as silence (see ``Client(silence_timeout=)``).
 """
 
 from __future__ import annotations
 
 import collections
-import errno
 import fcntl
+import gc
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -87,10 +96,49 @@ def ipc_path(endpoint: str) -> Path | None:
 
 
 def is_loopback(endpoint: str) -> bool:
+    """True for ipc/inproc and for tcp on a loopback IP literal, ``localhost`` or ``lo``.
+
+    Anything else (a wildcard, an interface name, a host name that merely starts with
+    "127.") counts as remote.
+    """
     if endpoint.startswith(("ipc://", "inproc://")):
         return True
+    if not endpoint.startswith("tcp://"):
+        return False
     host = urlparse(endpoint).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host in ("localhost", "lo"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def estimate_job_bytes(specs: list[P.BufferSpec]) -> int:
+    """Rough upper bound of a job's memory: its input frames plus the pipeline's float working set."""
+    image = next((s for s in specs if s.name == "image"), None)
+    pixels = image.width * image.height if image is not None else 0
+    return sum(s.nbytes for s in specs) + pixels * config.JOB_BYTES_PER_PIXEL
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _is_accelerator_oom(exc: BaseException) -> bool:
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or ("out of memory" in text.lower() and ("CUDA" in text or "HIP" in text or "MPS" in text))
+
+
+def _free_accelerator_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")  # never import torch just for this
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:
+            pass
 
 
 def lock_path(endpoint: str) -> Path:
@@ -150,6 +198,10 @@ class Job:
     frames: list[Any]
     cancel: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.monotonic)
+    # Last progress sent to the client (I/O thread only): repeated by keep-alives.
+    stage: str = "queued"
+    fraction: float = 0.0
+    last_sent: float = field(default_factory=time.monotonic)
 
     @property
     def key(self) -> tuple[bytes, str]:
@@ -165,6 +217,7 @@ class Scheduler:
         self._count = 0
         self._cv = threading.Condition()
         self._closed = False
+        self._last_peer: bytes | None = None
 
     def put(self, job: Job) -> bool:
         with self._cv:
@@ -181,13 +234,15 @@ class Scheduler:
                 return None
             if self._closed and not self._count:
                 return None
-            peer, q = next(iter(self._queues.items()))
+            # The client served last waits if anyone else has work: one that queued while
+            # its job ran must not wait behind its next job.
+            peer = next((p for p in self._queues if p != self._last_peer), None) or next(iter(self._queues))
+            q = self._queues.pop(peer)
             job = q.popleft()
             self._count -= 1
-            # Move this client to the back: the next job comes from someone else.
-            del self._queues[peer]
-            if q:
+            if q:  # back of the line
                 self._queues[peer] = q
+            self._last_peer = peer
             return job
 
     def remove(self, key: tuple[bytes, str]) -> Job | None:
@@ -235,11 +290,25 @@ class Daemon:
         engine: Any = None,
         max_queued: int = config.MAX_QUEUED_JOBS,
         max_pixels: int = config.MAX_PIXELS,
+        max_job_bytes: int = config.MAX_JOB_BYTES,
+        max_frame_bytes: int = config.MAX_FRAME_BYTES,
+        keepalive_s: float = config.KEEPALIVE_S,
+        curve: bool | None = None,
     ):
+        """``curve``: None = CURVE exactly when ``allow_remote`` (on any address, loopback
+        included); a non-loopback endpoint always gets CURVE. ``max_frame_bytes``: ZeroMQ
+        MAXMSGSIZE, a bigger frame makes ZeroMQ drop that client's connection."""
         self.endpoint = endpoint or config.default_endpoint()
+        if not self.endpoint.startswith(("ipc://", "tcp://", "inproc://")):
+            raise SetupError(f"{self.endpoint}: only ipc:// and tcp:// endpoints are supported")
         if not is_loopback(self.endpoint) and not allow_remote:
             raise SetupError(f"{self.endpoint} is not a loopback address; binding it needs --allow-remote (and then CURVE encryption is used)")
         self.allow_remote = allow_remote
+        self.curve = bool(allow_remote if curve is None else curve) or not is_loopback(self.endpoint)
+        self.curve_public: bytes | None = None
+        self.max_job_bytes = max_job_bytes
+        self.max_frame_bytes = max_frame_bytes
+        self.keepalive_s = keepalive_s
         self.token = token if token is not None else load_token()
         if engine is None:
             from .engine import Engine
@@ -269,22 +338,36 @@ class Daemon:
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone client raises: we cancel its jobs
-        self.router.setsockopt(zmq.MAXMSGSIZE, config.MAX_FRAME_BYTES)
-        self.router.setsockopt(zmq.SNDHWM, 10_000)
+        # A bigger frame makes ZeroMQ drop the connection: memory stays bounded.
+        self.router.setsockopt(zmq.MAXMSGSIZE, self.max_frame_bytes)
+        self.router.setsockopt(zmq.SNDHWM, 1_000)
         self.router.setsockopt(zmq.RCVHWM, 1_000)
-        if self.allow_remote and not is_loopback(self.endpoint):
+        # ZMTP heartbeats drop tcp peers that vanished without closing (cable, suspend, kill -9 on another host).
+        ivl = max(100, int(self.keepalive_s * 1000))
+        self.router.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+        self.router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5 * ivl)
+        if self.curve:
             pub, sec = curve_keys()
             self.router.curve_server = True
             self.router.curve_secretkey = sec
             self.router.curve_publickey = pub
-            log.warning("remote access on %s, CURVE server key %s", self.endpoint, pub.decode())
+            self.curve_public = pub
+            log.warning("remote access on %s, CURVE server key %s (%s)", self.endpoint, pub.decode(), config.config_dir() / "curve.public")
         try:
             self.router.bind(self.endpoint)
         except zmq.ZMQError as exc:
             self._lock.release()
             raise SetupError(f"cannot bind {self.endpoint}: {exc}") from None
         if path is not None:
-            os.chmod(path, 0o600)
+            try:
+                os.chmod(path, 0o600)
+                if not stat.S_ISSOCK(path.stat().st_mode):
+                    raise SetupError(f"{path} is not a socket")
+                _check_private(path, 0o600)
+            except (OSError, SetupError):
+                self.router.close(0)
+                self._lock.release()
+                raise
         self.replies = self.ctx.socket(zmq.PULL)
         self.replies.bind(self._reply_addr)
         self.worker = threading.Thread(target=self._work, name="mattekit-worker", daemon=True)
@@ -304,13 +387,17 @@ class Daemon:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.replies, zmq.POLLIN)
+        tick = min(200, max(10, int(self.keepalive_s * 500)))
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(200))
+                events = dict(poller.poll(tick))
                 if self.replies in events:
                     self._forward_replies()
                 if self.router in events:
-                    self._receive()
+                    for _ in range(64):  # drain a burst, but let replies through between bursts
+                        if not self._receive():
+                            break
+                self._keepalive()
         finally:
             self._shutdown()
 
@@ -322,7 +409,10 @@ class Daemon:
         self._forward_replies()
         self.router.close(0)
         self.replies.close(0)
-        self.ctx.term()
+        if self.worker.is_alive():  # an engine that ignores cancel: term() would wait for its socket forever
+            log.error("the worker did not stop within 10 s; exiting without waiting for it")
+        else:
+            self.ctx.term()
         path = ipc_path(self.endpoint)
         if path is not None and path.exists():
             path.unlink()
@@ -333,13 +423,28 @@ class Daemon:
 
     def _send(self, peer: bytes, header: dict[str, Any], frames: list[Any] = ()) -> bool:
         try:
-            self.router.send_multipart([peer, P.encode_header(header), *frames], copy=False)
+            # NOBLOCK: a client that stops reading must never stall the I/O loop.
+            self.router.send_multipart([peer, P.encode_header(header), *frames], flags=zmq.NOBLOCK, copy=False)
             return True
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:  # the client is gone: its work is pointless
                 self._peer_gone(peer)
                 return False
+            if exc.errno == zmq.EAGAIN:  # its queue is full: it stopped reading, treat it as gone
+                log.warning("a client stopped reading its replies; cancelling its jobs")
+                self.stats["dropped_replies"] += 1
+                self._peer_gone(peer)
+                return False
             raise
+
+    def _keepalive(self) -> None:
+        """Repeat each job's last progress when nothing was sent for it for ``keepalive_s``."""
+        now = time.monotonic()
+        for key, job in list(self.jobs.items()):
+            if now - job.last_sent >= self.keepalive_s and key in self.jobs:
+                job.last_sent = now
+                self.stats["keepalives"] += 1
+                self._send(job.peer, P.progress_header(job.id, job.stage, job.fraction, keepalive=True))
 
     def _peer_gone(self, peer: bytes) -> None:
         for job in self.scheduler.drain_peer(peer):
@@ -356,16 +461,25 @@ class Daemon:
             except zmq.Again:
                 return
             peer, header_frame, *frames = parts
-            header = P.decode_header(header_frame.bytes)
+            header = P.decode_header(header_frame.bytes, max_bytes=1 << 24, max_depth=64)
+            key = (peer.bytes, header["id"])
             if header["op"] in ("result", "error"):
-                self.jobs.pop((peer.bytes, header["id"]), None)
+                self.jobs.pop(key, None)
+            elif key in self.jobs:
+                job = self.jobs[key]
+                job.stage, job.fraction, job.last_sent = header.get("stage", job.stage), header.get("fraction", job.fraction), time.monotonic()
             self._send(peer.bytes, header, frames)
+            del parts, frames
 
-    def _receive(self) -> None:
+    def _receive(self) -> bool:
         try:
             parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            return
+            return False
+        self._handle(parts)
+        return True
+
+    def _handle(self, parts: list[Any]) -> None:
         peer = parts[0].bytes
         rid = None
         try:
@@ -385,7 +499,8 @@ class Daemon:
 
     def _authorised(self, header: dict[str, Any]) -> bool:
         tok = header.get("token")
-        return isinstance(tok, str) and hmac.compare_digest(tok.encode(), self.token.encode())
+        # Constant time; surrogatepass: a JSON "\ud800" must be refused, not crash the comparison.
+        return isinstance(tok, str) and hmac.compare_digest(tok.encode("utf-8", "surrogatepass"), self.token.encode())
 
     def _dispatch(self, peer: bytes, header: dict[str, Any], frames: list[Any]) -> None:
         op, rid = header["op"], header["id"]
@@ -429,6 +544,13 @@ class Daemon:
         op, rid = header["op"], header["id"]
         specs = P.parse_buffers(header, frames, max_pixels=self.max_pixels, max_side=config.MAX_SIDE)
         params = P.check_job(op, header.get("params"), specs)
+        need = estimate_job_bytes(specs)
+        if need > self.max_job_bytes:
+            raise P.ProtocolError(
+                P.E_TOO_LARGE,
+                f"this job needs about {need / 2**30:.2f} GiB of memory; the limit is {self.max_job_bytes / 2**30:.2f} GiB "
+                "(MAX_JOB_BYTES): send a smaller image or a crop",
+            )
         if (peer, rid) in self.jobs:
             raise P.ProtocolError(P.E_DUPLICATE_ID, f"job {rid!r} is already queued or running")
         job = Job(peer, rid, op, params, specs, frames)
@@ -472,6 +594,8 @@ class Daemon:
                     job.frames = []  # drop the request buffers now, not when the dict entry goes
                 # Only now the final reply: a client that sees it also sees the worker idle.
                 push.send_multipart([job.peer, P.encode_header(header), *frames], copy=False)
+                # Idle workers must not pin the last job's result arrays until the next job.
+                del job, header, frames
         finally:
             push.close(0)
 
@@ -489,23 +613,51 @@ class Daemon:
             if job.cancel.is_set():
                 raise Cancelled()
             inputs = {s.name: P.array_from_buffer(s, f) for s, f in zip(job.specs, job.frames)}
-            out = self.engine.run(job.op, job.params, inputs, job.specs, progress)
+            out, fallback = self._run_engine(job, inputs, progress)
+            del inputs
             descs = [spec.to_json() for spec, _ in out.buffers.values()]
             frames = [arr for _, arr in out.buffers.values()]
             meta = dict(out.meta)
+            if fallback:
+                meta["fallback"] = fallback
             meta.setdefault("timings", {})["total_s"] = round(time.perf_counter() - t0, 4)
             return P.make_header("result", id=job.id, buffers=descs, **meta), frames
         except Cancelled:
             return P.error_header(job.id, P.E_CANCELLED, "cancelled"), []
         except P.ProtocolError as exc:
             return P.error_header(job.id, exc.code, exc.message), []
-        except MemoryError:
-            return P.error_header(job.id, P.E_OUT_OF_MEMORY, "out of memory: try a smaller image or close other programs"), []
         except Exception as exc:
-            if "out of memory" in str(exc).lower():
-                return P.error_header(job.id, P.E_OUT_OF_MEMORY, f"out of memory: {exc}"), []
-            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-            return P.error_header(job.id, P.E_INTERNAL, f"{type(exc).__name__}: {exc}"), []
+            if _is_oom(exc):
+                self.stats["out_of_memory"] += 1
+                msg = f"out of memory ({type(exc).__name__}: {str(exc)[:200]}): try a smaller image or close other programs"
+                reply = P.error_header(job.id, P.E_OUT_OF_MEMORY, msg)
+            else:
+                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+                reply = P.error_header(job.id, P.E_INTERNAL, f"{type(exc).__name__}: {str(exc)[:500]}")
+            del exc  # its traceback holds the job's arrays
+            _free_accelerator_memory()
+            return reply, []
+
+    def _run_engine(self, job: Job, inputs: dict[str, Any], progress: Callable[..., None]) -> tuple[Any, str | None]:
+        """engine.run; on an accelerator out-of-memory with ``device: auto``, once more on the CPU."""
+        try:
+            return self.engine.run(job.op, job.params, inputs, job.specs, progress), None
+        except Exception as exc:
+            if not (_is_accelerator_oom(exc) and job.params.get("device") == "auto" and "cpu" in self._devices()):
+                raise
+            reason = f"{str(exc)[:120]}; retried on the CPU"
+        # Outside the except block: the failed attempt's traceback (and its GPU tensors) is gone.
+        _free_accelerator_memory()
+        log.warning("job %s: %s", job.id, reason)
+        self.stats["cpu_fallbacks"] += 1
+        progress("retry", 0.0, fallback="cpu", reason=reason)
+        return self.engine.run(job.op, {**job.params, "device": "cpu"}, inputs, job.specs, progress), "cpu: " + reason
+
+    def _devices(self) -> list[str]:
+        try:
+            return list(self.engine.capabilities().get("devices", []))
+        except Exception:
+            return []
 
 
 def curve_keys() -> tuple[bytes, bytes]:

@@ -208,34 +208,57 @@ class Engine:
 
         method = self.choose_method("guided", params["model"])
         h, w = guidance.shape
-        band = params["band_px"] or refine.default_band_px(h, w)
+        band_px = params["band_px"] or refine.default_band_px(h, w)
         progress("trimap", 0.08)
-        trimap = refine.guidance_to_trimap(guidance, band)
-        if method == "classical":
-            alpha = refine.closed_form_in_band(image, trimap, progress=lambda f: progress("alpha", 0.1 + 0.7 * f))
-        else:
-            progress("alpha", 0.1, model=method)
-            alpha = self.runtime(method, params["device"]).predict(image, guidance=guidance)
-            # Outside the band the user's selection is trusted as it is.
-            alpha = np.where(trimap == 0.5, alpha, trimap).astype(np.float32)
+        trimap = refine.guidance_to_trimap(guidance, band_px)
+        alpha = self.solve_band(image, trimap, guidance, method, params, lambda f: progress("alpha", 0.1 + 0.7 * f, model=method))
         return alpha, method
 
+    def solve_band(self, image: np.ndarray, trimap: np.ndarray, guidance: np.ndarray, method: str, params: dict[str, Any], progress: Callable[[float], None]) -> np.ndarray:
+        """Alpha at full resolution in the trimap's unknown band; known pixels copied from it."""
+        from . import refine, tiling
+
+        if method == "classical":
+            return refine.closed_form_in_band(image, trimap, progress=progress, fallback=guidance)
+        rt = self.runtime(method, params["device"])
+        band = refine.unknown_region(trimap)
+
+        def tile(box: tiling.Box) -> np.ndarray:
+            y0, y1, x0, x1 = box
+            return rt.predict(image[y0:y1, x0:x1], guidance=guidance[y0:y1, x0:x1])
+
+        return tiling.run_tiled(tile, trimap.shape, band, trimap, tile=config.TILE_PX, overlap=config.TILE_OVERLAP_PX, progress=progress)
+
     def select_subject(self, image: np.ndarray, guidance: np.ndarray | None, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
-        requested = params["model"]
-        if requested == "classical":
+        """Coarse-to-fine: subject model at working size, then full-resolution alpha in the uncertain band only."""
+        from . import refine
+
+        if params["model"] == "classical":
             raise P.ProtocolError(P.E_NO_MODEL, "Select Subject has no classical method: it needs a subject model")
-        avail = self.available_models()["trimap_free"]
-        if not avail:
-            self.choose_method("trimap_free", "auto")  # raises no_model with instructions
-        method = self.choose_method("trimap_free", requested)
-        progress("subject", 0.1, model=method)
-        alpha = self.runtime(method, params["device"]).predict(image)
+        method = self.choose_method("trimap_free", params["model"])
+        h, w = image.shape[:2]
+        progress("subject", 0.05, model=method)
+        scale = min(1.0, config.SUBJECT_WORKING_SIDE / max(h, w))
+        small = imageops.resize_area(image, (max(1, round(h * scale)), max(1, round(w * scale)))) if scale < 1 else image
+        coarse = self.runtime(method, params["device"]).predict(small)
+        if params["preview"]:
+            self.send_preview(coarse, progress)
+        up = imageops.resize_linear(coarse, (h, w)) if scale < 1 else coarse
+        trimap = uncertain_trimap(up, radius=max(2, int(np.ceil(1 / scale))))
         refiners = [m for m in self.available_models()["guided"] if m != "classical"]
-        if refiners:
-            progress("refine", 0.5, model=refiners[0])
-            alpha = self.runtime(refiners[0], params["device"]).predict(image, guidance=alpha)
-            method = f"{method}+{refiners[0]}"
-        return np.clip(alpha, 0, 1).astype(np.float32), method
+        refiner = refiners[0] if refiners else "classical"
+        progress("refine", 0.4, model=refiner)
+        alpha = self.solve_band(image, trimap, up, refiner, params, lambda f: progress("refine", 0.4 + 0.4 * f, model=refiner))
+        return np.clip(alpha, 0, 1).astype(np.float32), f"{method}+{refiner}"
+
+    @staticmethod
+    def send_preview(alpha: np.ndarray, progress: Progress) -> None:
+        """A low-resolution 8-bit alpha in a progress message, for the editor to show at once."""
+        h, w = alpha.shape
+        s = min(1.0, config.PREVIEW_SIDE / max(h, w))
+        small = imageops.resize_area(alpha, (max(1, round(h * s)), max(1, round(w * s)))) if s < 1 else alpha
+        spec, arr = encode_alpha(small, "u8")
+        progress("preview", 0.35, buffers=[spec.to_json()], frames=[arr])
 
     def foreground(self, image: np.ndarray, alpha: np.ndarray, amount: float, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
         from . import foreground as fg
@@ -249,6 +272,25 @@ class Engine:
             est = self.runtime(method, params["device"]).predict(image, alpha=alpha)
         rgba = fg.decontaminate(image, alpha, est, amount)
         return rgba[..., :3], method
+
+
+def uncertain_trimap(alpha: np.ndarray, radius: int) -> np.ndarray:
+    """Trimap from a coarse alpha: confident where it is near 0 or 1, unknown in its transition.
+
+    The band is adaptive: a soft edge (hair, fur, motion blur) has a wide transition in the
+    coarse alpha and so gets a wide band; a hard edge gets ~`radius` px either side, which
+    covers the blur of upsampling a working-resolution alpha.
+    """
+    import cv2
+
+    unsure = ((alpha > config.UNCERTAIN_LOW) & (alpha < config.UNCERTAIN_HIGH)).astype(np.uint8)
+    fg = (alpha >= 0.5).astype(np.uint8)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    edge = cv2.dilate(fg, k) != cv2.erode(fg, k)
+    band = (cv2.dilate(unsure, k) > 0) | edge
+    trimap = fg.astype(np.float32)
+    trimap[band] = 0.5
+    return trimap
 
 
 def _task_of_arch(arch: str) -> str:

@@ -171,5 +171,5 @@ def install_plugin(editor: str, *, dry_run: bool = False, target: str | None = N
         main = steps[0][1] / "mattekit.py"
         main.chmod(main.stat().st_mode | 0o755)  # GIMP runs only executable plug-ins
     if not dry_run:
-        print(f"Installed the {editor} plug-in. Restart {dict(gimp="GIMP", krita="Krita")[editor]}, and start the daemon with `mattekit serve`.")
+        print(f"Installed the {editor} plug-in. Restart {'GIMP' if editor == 'gimp' else 'Krita'}, and start the daemon with `mattekit serve`.")
     return 0

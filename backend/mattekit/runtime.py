@@ -253,7 +253,8 @@ def load_runtime(name_or_model: str | Path | nn.Module, *, device: str | torch.d
     """Load registered weights (name or .safetensors path) or wrap a model, on `device`.
 
     device "cuda" without CUDA falls back to CPU with a RuntimeWarning and `fallback_reason` set.
-    backend "onnxruntime": exports to `onnx_path` (default: a temporary file) and runs the network
+    backend "onnxruntime": exports to `onnx_path` (default: a cache in the user weights dir keyed by
+    the weights sha256 for registered weights, else a temporary file) and runs the network
     with ONNX Runtime (CUDA provider when on CUDA and installed), pre/post-processing in torch.
     """
     if backend not in ("torch", "onnxruntime"):

@@ -54,7 +54,15 @@ def _probe():
         dlg.output.setCurrentIndex(dlg.output.findData("foreground"))
         info["edited"] = dlg.options().to_json()
         dlg.close()
-        qwin.grab().save(os.path.join(OUT, "window.png"))
+        # The Select menu, opened for real, as the user sees it.
+        top = next(a for a in qwin.menuBar().actions() if a.objectName().lower() == "select")
+        bar = qwin.menuBar()
+        top.menu().popup(bar.mapToGlobal(bar.actionGeometry(top).bottomLeft()))
+        for _ in range(20):
+            QApplication.processEvents()
+        geo = top.menu().geometry()
+        QApplication.primaryScreen().grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height()).save(os.path.join(OUT, "menu.png"))
+        top.menu().close()
     except Exception:
         info["error"] = traceback.format_exc()
     with open(os.path.join(OUT, "probe.json"), "w") as f:

@@ -343,4 +343,65 @@ def test_12mp_refine_timing(daemon, pykrita, tmp_path, client):
     want = client.refine(img, sel, order="BGRA", alpha_dtype="u8")
     direct = time.perf_counter() - t0
     np.testing.assert_array_equal(np.frombuffer(info["data"], np.uint8).reshape(h, w), want.alpha)
-    print(f"\n12 MP refine in Krita: {json.dumps(info['timings'])}; direct client: {direct:.2f} s; daemon: {want.header.get('timings')}")
+    print(f"\n12 MP refine in Krita: {json.dumps(info['timings'])}; daemon inside: {info['daemon_timings']}; direct client: {direct:.2f} s; daemon: {want.header.get('timings')}")
+
+
+# --------------------------------------------------------------------------- the real GUI
+
+
+def ensure_xvfb() -> str | None:
+    exe = shutil.which("xvfb-run")
+    if exe or os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return exe
+    try:
+        subprocess.run(["apt-get", "install", "-y", "-q", "xvfb"], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+                       check=True, capture_output=True, timeout=600)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return shutil.which("xvfb-run")
+
+
+def test_gui_menus_shortcuts_and_dialog(daemon, tmp_path):
+    """Full Krita under Xvfb: the actions sit in Select/Filter with their default shortcuts; the dialog works.
+
+    ``MATTEKIT_UPDATE_DOCS_IMG=1`` copies the screenshots to docs/img/krita_{dialog,menu}.png.
+    """
+    krita_exe, xvfb = shutil.which("krita") if ensure_krita() else None, ensure_xvfb()
+    if krita_exe is None or xvfb is None:
+        pytest.skip("needs krita and xvfb-run (apt-get install -y krita xvfb, as root)")
+    home, out = tmp_path / "home", tmp_path / "out"
+    out.mkdir()
+    env = dict(daemon, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
+               MATTEKIT_KRITA_PROBE_OUT=str(out))
+    env.pop("QT_QPA_PLATFORM", None)
+    pykrita = home / ".local/share/krita/pykrita"  # where Krita itself looks: no PYTHONPATH here
+    inst = subprocess.run([sys.executable, "-m", "mattekit", "install-plugin", "krita", "--target", str(pykrita)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert inst.returncode == 0, inst.stderr
+    probe = pykrita / "mattekit_probe"
+    probe.mkdir()
+    shutil.copy(Path(__file__).with_name("krita_gui_probe.py"), probe / "__init__.py")
+    (pykrita / "mattekit_probe.desktop").write_text(
+        "[Desktop Entry]\nType=Service\nServiceTypes=Krita/PythonPlugin\nX-KDE-Library=mattekit_probe\n"
+        "X-Python-2-Compatible=false\nName=mattekit test probe\n")
+    with open(home / ".config" / "kritarc", "a") as f:
+        f.write("enable_mattekit_probe=true\n")  # the [python] section install-plugin wrote is last
+    proc = subprocess.run([xvfb, "-a", "-s", "-screen 0 1280x800x24", krita_exe, "--nosplash"], env=env,
+                          capture_output=True, text=True, timeout=KRITA_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    if not (out / "probe.json").exists():
+        pytest.fail(f"Krita's GUI did not run the probe (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    info = json.loads((out / "probe.json").read_text())
+    assert "error" not in info, info["error"]
+    assert info["menus"]["mattekit_select_subject"] == ["Select"]
+    assert info["menus"]["mattekit_refine_selection"] == ["Select"]
+    assert info["menus"]["mattekit_decontaminate"] == ["Filter"]
+    assert info["shortcuts"]["mattekit_select_subject"] == "Ctrl+Alt+Shift+S"
+    assert info["shortcuts"]["mattekit_refine_selection"] == "Ctrl+Alt+Shift+R"
+    assert info["shortcuts"]["mattekit_decontaminate"] == "Ctrl+Alt+Shift+D"
+    assert (home / ".local/share/krita/actions/mattekit_krita.action").exists()
+    assert json.loads(info["edited"]) == {"model": "portrait", "band_px": 24, "amount": 35, "output": "foreground"}
+    for name in ("dialog", "menu"):
+        png = out / f"{name}.png"
+        assert png.stat().st_size > 2000
+        if os.environ.get("MATTEKIT_UPDATE_DOCS_IMG") == "1":
+            shutil.copy(png, ROOT / "docs" / "img" / f"krita_{name}.png")

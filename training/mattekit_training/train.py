@@ -60,11 +60,11 @@ def load_recipe(path: str | Path) -> dict:
         path = RECIPES_DIR / path
     with open(path, "rb") as f:
         recipe = tomllib.load(f)
+    recipe.setdefault("name", path.stem)  # each file names itself unless it says otherwise
     parent = recipe.pop("extends", None)
     if parent:
         p = (path.parent / parent) if (path.parent / parent).is_file() else RECIPES_DIR / parent
         recipe = deep_merge(load_recipe(p), recipe)
-    recipe.setdefault("name", path.stem)
     return recipe
 
 
@@ -295,9 +295,7 @@ class Trainer:
         from .torchdata import build_dataset
 
         dcfg = recipe.get("data", {})
-        self.batch_size = int(dcfg.get("batch_size", 2))
-        if self.batch_size % self.world and self.world > 1:
-            self.say(f"note: batch_size {self.batch_size} is per process")
+        self.batch_size = int(dcfg.get("batch_size", 2))  # per process (DDP: global = x world size)
         self.train_set = build_dataset(dcfg["train"], self.seed)
         self.stream = BatchStream(self.train_set, self.batch_size, int(dcfg.get("workers", 0)), self.rank,
                                   self.world, self.seed, self.device, bool(dcfg.get("fixed_items", False)))

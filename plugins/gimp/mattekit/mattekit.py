@@ -240,7 +240,7 @@ def matte_action(procedure, run_mode, image, drawables, config, op):
         image.undo_group_end()
     Gimp.progress_end()
     Gimp.displays_flush()
-    _log_timing({"op": op, "pixels": rect.width * rect.height, "read_s": t_read - t0, "job_s": t_daemon - t_read,
+    _log_timing({"op": op, "rect": [rect.x, rect.y, rect.width, rect.height], "pixels": rect.width * rect.height, "read_s": t_read - t0, "job_s": t_daemon - t_read,
                  "write_s": time.perf_counter() - t_daemon, "total_s": time.perf_counter() - t0,
                  "daemon": header.get("timings", {}), "model": header.get("model")})
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())

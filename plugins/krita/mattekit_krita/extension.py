@@ -14,11 +14,11 @@ from krita import Extension, Krita
 
 from . import core, logic
 from .logic import Options, PluginError
-from .qt_compat import QMessageBox, QProgressDialog, QThread, Qt, Signal, QKeySequence, exec_
+from .qt_compat import QMessageBox, QProgressDialog, QThread, Qt, Signal, exec_
 
 SETTINGS_GROUP = "mattekit"
 
-#: action id -> (menu text, menu location, default shortcut, job action or None for the dialog)
+#: action id -> (menu text, menu location, default shortcut (as in mattekit_krita.action), job action or None for the dialog)
 ACTIONS = {
     "mattekit_select_subject": ("Select Subject", "select", "Ctrl+Alt+Shift+S", "select_subject"),
     "mattekit_refine_selection": ("Refine Selection (mattekit)", "select", "Ctrl+Alt+Shift+R", "refine"),
@@ -30,6 +30,33 @@ STAGES = {
     "alpha": "Solving alpha at the edges…", "subject": "Finding the subject…", "refine": "Refining edges…",
     "foreground": "Decontaminating edge colours…", "encode": "Sending the result…",
 }
+
+
+def install_action_file() -> bool:
+    """Put the default shortcuts (``mattekit_krita.action``) where Krita reads them.
+
+    Krita takes default shortcuts only from ``<resources>/actions/*.action``; without
+    the file the actions still work and can be bound by hand, but show no default.
+    The file is refreshed when the plug-in's copy changes; returns True when written.
+    """
+    import os
+    import shutil
+
+    src = os.path.join(os.path.dirname(__file__), "mattekit_krita.action")
+    try:
+        dest_dir = os.path.join(Krita.instance().getAppDataLocation(), "actions")
+        dest = os.path.join(dest_dir, "mattekit_krita.action")
+        with open(src, "rb") as f:
+            want = f.read()
+        if os.path.exists(dest):
+            with open(dest, "rb") as f:
+                if f.read() == want:
+                    return False
+        os.makedirs(dest_dir, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return True
+    except (OSError, AttributeError):  # read-only resources or an old API: defaults are cosmetic
+        return False
 
 
 def load_options() -> Options:
@@ -79,14 +106,13 @@ class MattekitExtension(Extension):
         self._job: Optional[Dict[str, Any]] = None
 
     def setup(self) -> None:
-        pass
+        install_action_file()
 
     def createActions(self, window: Any) -> None:
         for action_id, (text, menu, shortcut, job) in ACTIONS.items():
+            # Registered Krita actions: default shortcuts come from mattekit_krita.action
+            # (see install_action_file); users rebind them in Configure Krita ▸ Keyboard Shortcuts.
             action = window.createAction(action_id, text, menu)
-            # Registered Krita actions: users rebind them in Configure Krita ▸ Keyboard Shortcuts.
-            if shortcut and action.shortcut().isEmpty():
-                action.setShortcut(QKeySequence(shortcut))
             if job is None:
                 action.triggered.connect(self.show_options)
             else:
