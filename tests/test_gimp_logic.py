@@ -33,6 +33,8 @@ def test_pixel_format_keeps_precision_and_transfer(comp, trc):
     marker = {"linear": "", "non-linear": "'", "perceptual": "~"}[trc]
     assert pf.rgba.startswith(f"R{marker}G{marker}B{marker}A ") and pf.rgb == pf.rgba.replace("A ", " ", 1)
     assert pf.mask.startswith("Y ")
+    # Only 8-bit non-linear images keep channels perceptual (GIMP 2.x compatibility).
+    assert pf.channel == (pf.mask.replace("Y ", "Y' ") if (comp, trc) == ("u8", "non-linear") else pf.mask)
     suffix = pf.rgba.split()[-1]
     assert pf.rgb.split()[-1] == pf.mask.split()[-1] == suffix
     assert {"u8": "u8", "u16": "u16", "f16": "half", "f32": "float"}[pf.dtype] == suffix

@@ -542,8 +542,11 @@ class Daemon:
 
     def _submit(self, peer: bytes, header: dict[str, Any], frames: list[Any]) -> None:
         op, rid = header["op"], header["id"]
-        specs = P.parse_buffers(header, frames, max_pixels=self.max_pixels, max_side=config.MAX_SIDE)
-        params = P.check_job(op, header.get("params"), specs)
+        try:
+            specs = P.parse_buffers(header, frames, max_pixels=self.max_pixels, max_side=config.MAX_SIDE)
+            params = P.check_job(op, header.get("params"), specs)
+        except (TypeError, ValueError) as exc:  # e.g. a list where a name was expected: unhashable
+            raise P.ProtocolError(P.E_BAD_PARAMS, f"a field has the wrong type: {type(exc).__name__}: {exc}") from None
         need = estimate_job_bytes(specs)
         if need > self.max_job_bytes:
             raise P.ProtocolError(

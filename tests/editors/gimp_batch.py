@@ -61,7 +61,8 @@ def _mk_main():
                 ch = _Gimp.Channel.new(image, "sel", image.get_width(), image.get_height(), 100.0, _Gegl.Color.new("black"))
                 image.insert_channel(ch, None, 0)
                 src = selections[case["select_from"]]
-                ch.get_buffer().set(_Gegl.Rectangle.new(0, 0, image.get_width(), image.get_height()), "Y float", src)
+                # Raw copy: select_item takes a channel's stored values as they are (see mattekit_logic.PixelFormat.channel).
+                ch.get_buffer().set(_Gegl.Rectangle.new(0, 0, image.get_width(), image.get_height()), fmt["channel"], src)
                 ch.get_buffer().flush()
                 image.select_item(_Gimp.ChannelOps.REPLACE, ch)
                 image.remove_channel(ch)
@@ -87,7 +88,7 @@ def _mk_main():
             else:
                 dump(d, "out_selection.bin", image.get_selection().get_buffer(), (ox, oy, lw, lh), fmt["mask"])
                 selections[case["name"]] = bytes(image.get_selection().get_buffer().get(
-                    _Gegl.Rectangle.new(0, 0, image.get_width(), image.get_height()), 1.0, "Y float", _Gegl.AbyssPolicy.NONE))
+                    _Gegl.Rectangle.new(0, 0, image.get_width(), image.get_height()), 1.0, fmt["mask"], _Gegl.AbyssPolicy.NONE))
                 if layer.get_mask() is not None:
                     dump(d, "out_mask.bin", layer.get_mask(), (0, 0, lw, lh), fmt["mask"])
                 layers = image.get_layers()

@@ -63,11 +63,51 @@ def _probe():
         geo = top.menu().geometry()
         QApplication.primaryScreen().grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height()).save(os.path.join(OUT, "menu.png"))
         top.menu().close()
+        info["action_run"] = _run_action_through_ui(doc)
     except Exception:
         info["error"] = traceback.format_exc()
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(info, f)
     os._exit(0)
+
+
+def _run_action_through_ui(doc):
+    """Trigger Refine Selection like a user (menu action -> worker thread -> result) and wait for it."""
+    import time
+
+    from krita import Selection
+
+    w, h = doc.width(), doc.height()
+    layer = doc.createNode("Photo", "paintlayer")
+    doc.rootNode().addChildNode(layer, None)
+    px = bytearray(w * h * 4)
+    for y in range(h):  # a dark disc on a light background, BGRA
+        for x in range(w):
+            inside = (x - w / 2) ** 2 + (y - h / 2) ** 2 < (h / 4) ** 2
+            px[4 * (y * w + x): 4 * (y * w + x) + 4] = b"\x20\x30\x40\xff" if inside else b"\xe0\xd0\xc0\xff"
+    layer.setPixelData(bytes(px), 0, 0, w, h)
+    sel = Selection()
+    sel.select(int(w / 2 - h / 4 - 12), int(h / 4 - 12), int(h / 2 + 24), int(h / 2 + 24), 255)
+    doc.setSelection(sel)
+    doc.setActiveNode(layer)
+    for _ in range(10):
+        QApplication.processEvents()
+    before = bytes(doc.selection().pixelData(0, 0, w, h))
+    t0 = time.perf_counter()
+    Krita.instance().action("mattekit_refine_selection").trigger()
+    responsive = 0
+    while time.perf_counter() - t0 < 60:
+        QApplication.processEvents()  # the UI thread keeps turning while the job runs
+        responsive += 1
+        now = doc.selection()
+        if now is not None and bytes(now.pixelData(0, 0, w, h)) != before:
+            break
+        time.sleep(0.01)
+    after = doc.selection()
+    data = bytes(after.pixelData(0, 0, w, h)) if after is not None else b""
+    return {"changed": data != before and len(data) == w * h, "seconds": time.perf_counter() - t0,
+            "event_loop_turns": responsive, "soft_pixels": sum(1 for v in data if 0 < v < 255),
+            "selected_before": sum(1 for v in before if v > 127), "selected_after": sum(1 for v in data if v > 127)}
 
 
 class Probe(Extension):

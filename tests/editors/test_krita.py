@@ -399,6 +399,9 @@ def test_gui_menus_shortcuts_and_dialog(daemon, tmp_path):
     assert info["shortcuts"]["mattekit_refine_selection"] == "Ctrl+Alt+Shift+R"
     assert info["shortcuts"]["mattekit_decontaminate"] == "Ctrl+Alt+Shift+D"
     assert (home / ".local/share/krita/actions/mattekit_krita.action").exists()
+    run = info["action_run"]  # the real UI path: action -> QThread -> progress -> selection written
+    assert run["changed"] and run["soft_pixels"] > 0 and run["selected_after"] < run["selected_before"], run
+    assert run["event_loop_turns"] > 5  # the UI thread was not blocked while the daemon worked
     assert json.loads(info["edited"]) == {"model": "portrait", "band_px": 24, "amount": 35, "output": "foreground"}
     for name in ("dialog", "menu"):
         png = out / f"{name}.png"

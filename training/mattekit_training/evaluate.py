@@ -277,6 +277,12 @@ def _mean(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, floa
     return out
 
 
+def _default_band_rule() -> str:
+    from mattekit import config
+
+    return f"default: max({config.BAND_MIN_PX}, round({config.BAND_FRACTION} * short side))"
+
+
 def machine_description() -> str:
     """e.g. "Intel(R) Xeon(R) Processor (x86_64), 2 CPUs, Python 3.11.2"."""
     import os
@@ -374,7 +380,7 @@ def evaluate(
         "ground_truth": gt_kind,
         "n": len(rows),
         "limit": limit,
-        "band_px": band_px,
+        "band_px": band_px if band_px else _default_band_rule(),
         "total_seconds": total,
         "machine": machine_description(),
         "convention": ("raw: alpha in [0,1]; sad and grad and conn are sums, mse and mad means over "

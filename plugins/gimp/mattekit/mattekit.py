@@ -164,7 +164,7 @@ def _set_selection(image, rect, pf, alpha):
         alpha = L.crop_plane(alpha, rect.width, inside.translate(-rect.x, -rect.y), 1, pf.itemsize)
     channel = Gimp.Channel.new(image, "mattekit", image.get_width(), image.get_height(), 100.0, Gegl.Color.new("black"))
     image.insert_channel(channel, None, 0)
-    _write(channel, inside, pf.mask, alpha)
+    _write(channel, inside, pf.channel, alpha)
     image.select_item(Gimp.ChannelOps.REPLACE, channel)
     image.remove_channel(channel)
 

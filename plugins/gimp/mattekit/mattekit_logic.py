@@ -32,6 +32,7 @@ class PixelFormat:
     rgba: str  # Babl format for RGBA pixels ("R'G'B'A u8", "RGBA u16", "R~G~B~A float", ...)
     rgb: str  # Babl format for RGB pixels (alpha sent separately or not at all)
     mask: str  # Babl format for single-channel coverage (selection, masks)
+    channel: str  # Babl format to fill a channel that then becomes the selection (select_item)
 
     @property
     def itemsize(self) -> int:
@@ -67,6 +68,9 @@ def pixel_format(precision: str) -> PixelFormat:
         rgba=f"{prefix}A {babl}",
         rgb=f"{prefix} {babl}",
         mask=f"Y {babl}",  # coverage is never gamma-encoded
+        # GIMP 3.0 stores channels of 8-bit non-linear images as "Y' u8" and select_item copies
+        # their raw values into the (linear "Y u8") selection: write them raw, as Y'.
+        channel=f"Y' {babl}" if (dtype, trc) == ("u8", "NON_LINEAR") else f"Y {babl}",
     )
 
 
