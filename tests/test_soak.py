@@ -109,6 +109,15 @@ def run_soak(endpoint: str, duration_s: float, n_clients: int = 4) -> dict:
             for t in ts:
                 t.join(seconds + 300)
 
+        samples: list = []
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(max(1.0, duration_s / 30)):
+                samples.append(proc_usage(proc.pid)[0])
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         with Client(endpoint, token=token, retries=0) as probe:
             start = proc_usage(proc.pid)
             load(warmup, 0)
@@ -117,7 +126,8 @@ def run_soak(endpoint: str, duration_s: float, n_clients: int = 4) -> dict:
             load(duration_s - warmup, 100)
             _wait_idle(probe)
             end = proc_usage(proc.pid)
-        return {"start": start, "warm": warm, "end": end, "counts": dict(counts), "errors": errors, "alive": proc.poll() is None}
+        done.set()
+        return {"start": start, "warm": warm, "end": end, "counts": dict(counts), "errors": errors, "alive": proc.poll() is None, "rss_samples": samples}
     finally:
         proc.terminate()
         proc.wait(30)
@@ -127,7 +137,7 @@ def _check(report: dict) -> None:
     (rss_s, fd_s), (rss_w, fd_w), (rss_e, fd_e) = report["start"], report["warm"], report["end"]
     print(
         f"\nsoak: {sum(report['counts'].values())} requests {report['counts']}; daemon RSS KiB start {rss_s} "
-        f"after warm-up {rss_w} end {rss_e} (+{rss_e - rss_w}); fds {fd_s} / {fd_w} / {fd_e}"
+        f"after warm-up {rss_w} end {rss_e} (+{rss_e - rss_w}); fds {fd_s} / {fd_w} / {fd_e}; RSS samples {report['rss_samples']}"
     )
     assert not report["errors"], report["errors"][:5]
     assert report["alive"]

@@ -262,7 +262,7 @@ def same_padding(in_size: int, kernel: int, stride: int, dilation: int = 1) -> t
     """TFLite SAME padding (before, after) for one axis: output ceil(in/stride); the odd pixel goes after."""
     out = -(-in_size // stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - in_size, 0)
-    return total // 2, total - total // 2
+    return total - total // 2, total // 2
 
 
 def resize_bilinear_matrix(in_size: int, out_size: int, align_corners: bool, half_pixel_centers: bool) -> np.ndarray:
