@@ -144,3 +144,12 @@ def test_only_tiles_touching_the_band_run():
 
     out = tiling.run_tiled(fn, (400, 400), band, np.zeros((400, 400), np.float32), tile=128, overlap=16)
     assert len(calls) == 1 and out[15, 15] == 1 and out[300, 300] == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_request_without_gpu_falls_back_to_cpu_and_says_so(model_daemon):
+    _, c = model_daemon
+    img, disc = _image()
+    res = c.refine(img, (disc * 255).astype(np.uint8), band_px=10, device="cuda")
+    assert res.model == "test-prn"
+    assert any("CUDA" in w and "CPU" in w for w in res.header.get("warnings", []))

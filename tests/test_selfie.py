@@ -93,8 +93,9 @@ def _ref_resize(x, oh, ow, align_corners, half_pixel):
         sy, y0, y1 = interp(y, scale(ih, oh), ih)
         for xx in range(ow):
             sx, x0, x1 = interp(xx, scale(iw, ow), iw)
-            out[0, y, xx] = (x[0, y0, x0] * (1 - (sy - y0)) * (1 - (sx - x0)) + x[0, y1, x0] * (sy - y0) * (1 - (sx - x0))
-                             + x[0, y0, x1] * (1 - (sy - y0)) * (sx - x0) + x[0, y1, x1] * (sy - y0) * (sx - x0))
+            fy, fx = sy - y0, sx - x0
+            out[0, y, xx] = (x[0, y0, x0] * (1 - fy) * (1 - fx) + x[0, y1, x0] * fy * (1 - fx)
+                             + x[0, y0, x1] * (1 - fy) * fx + x[0, y1, x1] * fy * fx)
     return out
 
 
@@ -172,7 +173,8 @@ def test_resize_matrix_agrees_with_torch_where_torch_has_the_mode():
 def test_avgpool_same_counts_only_valid_pixels_and_mean_add_mul_broadcast():
     x = RNG.random((1, 5, 5, 3)).astype(np.float32)
     scale = RNG.random(3).astype(np.float32)
-    ops = [TFLiteOperator("AVERAGE_POOL_2D", (0,), (1,), {"padding": "SAME", "stride": (2, 2), "kernel": (3, 3), "act": 0}),
+    pool_opts = {"padding": "SAME", "stride": (2, 2), "kernel": (3, 3), "act": 0}
+    ops = [TFLiteOperator("AVERAGE_POOL_2D", (0,), (1,), pool_opts),
            TFLiteOperator("MEAN", (1, 2), (3,), {"keep_dims": True}),
            TFLiteOperator("MUL", (1, 3), (4,), {"act": 0}),
            TFLiteOperator("ADD", (4, 5), (6,), {"act": 1}),
@@ -195,8 +197,8 @@ def test_unsupported_ops_and_options_fail_naming_them():
         with pytest.raises(UnsupportedOpError, match=op):
             convert_tflite(_graph(x_shape, [TFLiteOperator(op, (0,), (1,))], [_t(x_shape)]))
     with pytest.raises(UnsupportedOpError, match="DEQUANTIZE"):  # int8 dequantisation is not handled
-        convert_tflite(_graph(x_shape, [TFLiteOperator("DEQUANTIZE", (1,), (2,)), TFLiteOperator("ADD", (0, 2), (3,), {"act": 0})],
-                              [_t((3,), np.ones(3, np.int8), "int8"), _t((3,)), _t(x_shape)]))
+        ops = [TFLiteOperator("DEQUANTIZE", (1,), (2,)), TFLiteOperator("ADD", (0, 2), (3,), {"act": 0})]
+        convert_tflite(_graph(x_shape, ops, [_t((3,), np.ones(3, np.int8), "int8"), _t((3,)), _t(x_shape)]))
     with pytest.raises(UnsupportedOpError, match="fused activation sign_bit"):
         convert_tflite(_graph(x_shape, [TFLiteOperator("ADD", (0, 0), (1,), {"act": 5})], [_t(x_shape)]))
     with pytest.raises(UnsupportedOpError, match="MEAN"):

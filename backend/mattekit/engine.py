@@ -51,15 +51,17 @@ def decode_image(arr: np.ndarray, spec: P.BufferSpec) -> tuple[np.ndarray, np.nd
     return np.ascontiguousarray(rgb, dtype=np.float32), layer_alpha
 
 
-def decode_mask(arr: np.ndarray, spec: P.BufferSpec, *, trimap: bool = False) -> np.ndarray:
-    """Wire single-channel buffer → float32 (H, W) in [0, 1]; trimaps snap to {0, 0.5, 1}."""
+def decode_mask(arr: np.ndarray, spec: P.BufferSpec) -> np.ndarray:
+    """Wire single-channel buffer → float32 (H, W) in [0, 1]."""
     x = imageops.to_float(arr)[..., 0]
     if not np.isfinite(x).all():
         raise P.ProtocolError(P.E_BAD_VALUES, f"'{spec.name}' contains NaN or Inf values")
-    x = np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
-    if trimap:
-        x = np.where(x < 0.25, 0.0, np.where(x > 0.75, 1.0, 0.5)).astype(np.float32)
-    return x
+    return np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def snap_trimap(g: np.ndarray) -> np.ndarray:
+    """A trimap-like mask snapped to exactly {0, 0.5, 1} (an 8-bit 128 is 0.502)."""
+    return np.where(g < 0.25, 0.0, np.where(g > 0.75, 1.0, 0.5)).astype(np.float32)
 
 
 def encode_alpha(alpha: np.ndarray, dtype: str) -> tuple[P.BufferSpec, np.ndarray]:
@@ -89,6 +91,8 @@ class Engine:
         #: False: classical methods only (no weights are looked up), e.g. for a baseline daemon.
         self.learned = learned
         self._runtimes: dict[str, Any] = {}
+        #: Things the user must be told about the current job (e.g. a GPU fallback), sent in the result.
+        self.warnings: list[str] = []
 
     # ---- what is installed
 
@@ -154,13 +158,17 @@ class Engine:
             from .runtime import load_runtime
 
             self._runtimes[key] = load_runtime(name, device=device)
-        return self._runtimes[key]
+        rt = self._runtimes[key]
+        if getattr(rt, "fallback_reason", None) and rt.fallback_reason not in self.warnings:
+            self.warnings.append(rt.fallback_reason)  # never fall back silently
+        return rt
 
     # ---- jobs
 
     def run(self, op: str, params: dict[str, Any], inputs: dict[str, np.ndarray], specs: list[P.BufferSpec], progress: Progress) -> EngineOutput:
         specs_by = {s.name: s for s in specs}
         ispec = specs_by["image"]
+        self.warnings = []
         t0 = time.perf_counter()
         progress("decode", 0.02)
         image, layer_alpha = decode_image(inputs["image"], ispec)
@@ -175,7 +183,7 @@ class Engine:
 
             # tol 0.01: an 8-bit trimap's 128 is 0.502, not 0.5.
             is_trimap = kind == "trimap" or (kind == "auto" and looks_like_trimap(g, tol=0.01))
-            guidance = decode_mask(inputs["guidance"], specs_by["guidance"], trimap=True) if is_trimap else g
+            guidance = snap_trimap(g) if is_trimap else g
             meta["guidance_kind"] = "trimap" if is_trimap else "mask"
 
         t1 = time.perf_counter()
@@ -201,6 +209,8 @@ class Engine:
             timings["foreground_s"] = time.perf_counter() - t2
         progress("encode", 0.99)
         meta["timings"] = {k: round(v, 4) for k, v in timings.items()}
+        if self.warnings:
+            meta["warnings"] = list(self.warnings)
         return out
 
     def refine(self, image: np.ndarray, guidance: np.ndarray, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:

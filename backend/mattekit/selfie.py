@@ -262,7 +262,7 @@ def same_padding(in_size: int, kernel: int, stride: int, dilation: int = 1) -> t
     """TFLite SAME padding (before, after) for one axis: output ceil(in/stride); the odd pixel goes after."""
     out = -(-in_size // stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - in_size, 0)
-    return total - total // 2, total // 2
+    return total // 2, total - total // 2
 
 
 def resize_bilinear_matrix(in_size: int, out_size: int, align_corners: bool, half_pixel_centers: bool) -> np.ndarray:
@@ -302,7 +302,8 @@ def _nchw_const(a: np.ndarray) -> np.ndarray:
 def convert_tflite(model: TFLiteModel) -> tuple[dict, dict[str, np.ndarray]]:
     """TFLite model -> (graph spec, params) for `mattekit.models.selfie.SelfieNet`.
 
-    graph spec (JSON-able): {"input": [H, W], "input_slot": slot, "output": slot, "nodes": [...], "params": {name: shape}};
+    graph spec (JSON-able): {"input": [H, W], "input_slot": slot, "output": slot, "nodes": [...],
+    "params": {name: shape}};
     each node is {"op", "in": [slot | param name], "out": slot, ...attrs}, slots being TFLite tensor
     indices. params: float32 NCHW arrays (conv OIHW, depthwise (C*m, 1, kh, kw), transposed conv
     (I, O, kh, kw)). Raises UnsupportedOpError naming any op or option outside `SUPPORTED_OPS`.
@@ -355,7 +356,9 @@ def convert_tflite(model: TFLiteModel) -> tuple[dict, dict[str, np.ndarray]]:
             raise UnsupportedOpError(f"{o.op}: constant data input {tensors[x].name!r} is not supported")
         if o.op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             w = const(o.inputs[1], o.op)  # CONV: (O, kh, kw, I); DEPTHWISE: (1, kh, kw, I*m)
-            b = const(o.inputs[2], o.op) if len(o.inputs) > 2 and o.inputs[2] >= 0 else np.zeros(w.shape[0 if o.op == "CONV_2D" else 3], np.float32)
+            has_bias = len(o.inputs) > 2 and o.inputs[2] >= 0
+            b = (const(o.inputs[2], o.op) if has_bias
+                 else np.zeros(w.shape[0 if o.op == "CONV_2D" else 3], np.float32))
             _, ih, iw, cin = shape(x)
             kh, kw = w.shape[1:3]
             (sh, sw), (dh, dw) = opt["stride"], opt["dilation"]
@@ -408,7 +411,8 @@ def convert_tflite(model: TFLiteModel) -> tuple[dict, dict[str, np.ndarray]]:
         else:  # HARD_SWISH, LOGISTIC, RELU
             nodes.append({"op": {"HARD_SWISH": "hardswish", "LOGISTIC": "sigmoid", "RELU": "relu"}[o.op],
                           "in": [x], "out": y})
-    graph = {"input": list(in_t.shape[1:3]), "input_slot": model.inputs[0], "output": model.outputs[0], "nodes": nodes,
+    graph = {"input": list(in_t.shape[1:3]), "input_slot": model.inputs[0], "output": model.outputs[0],
+             "nodes": nodes,
              "params": {k: list(v.shape) for k, v in params.items()}}
     return graph, params
 
@@ -566,5 +570,6 @@ def fetch_selfie(dest_dir: str | Path | None = None, *, wheel: str | Path | None
 
 
 __all__ = ["fetch_selfie", "download_wheel", "extract_tflite", "read_tflite", "convert_tflite",
-           "build_selfie_model", "person_iou", "same_padding", "resize_bilinear_matrix", "parse_transpose_conv_bias_options",
+           "build_selfie_model", "person_iou", "same_padding", "resize_bilinear_matrix",
+           "parse_transpose_conv_bias_options",
            "UnsupportedOpError", "TFLiteModel", "TFLiteOperator", "TFLiteTensor", "SUPPORTED_OPS"]

@@ -363,3 +363,180 @@ def build_loader(dataset: SeededDataset, batch_size: int, epoch: int = 0, num_wo
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
                       worker_init_fn=worker_init_fn, generator=g, drop_last=drop_last,
                       persistent_workers=False, pin_memory=False)
+
+
+# ----------------------------------------------------------------------------- cached kind
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+#: Arrays stored per cached item (uint8 unless noted); "flags" is (N, 3) bool: has_alpha,
+#: has_trimap, has_fg.
+_CACHE_ARRAYS = ("image", "alpha", "trimap", "known", "foreground", "background", "flags")
+
+
+def cache_root() -> Path:
+    """Folder of rendered caches: $MATTEKIT_DATA_CACHE or ~/.cache/mattekit/data."""
+    return Path(os.environ.get("MATTEKIT_DATA_CACHE", Path.home() / ".cache" / "mattekit" / "data"))
+
+
+def cache_key(spec: dict) -> str:
+    """Stable hash of what a cache holds: the inner spec, item count and render seed."""
+    src = {"source": spec["source"], "items": int(spec.get("items", 1000)), "render_seed": int(spec.get("render_seed", 0))}
+    return hashlib.sha256(json.dumps(src, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(a, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _render_range(args: tuple[dict, int, int, int]) -> dict[str, np.ndarray]:
+    """Render items [lo, hi) of the inner dataset (epoch 0) as HWC uint8 arrays."""
+    source, seed, lo, hi = args
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    ds = build_dataset(source, seed)
+    out: dict[str, list] = {k: [] for k in _CACHE_ARRAYS}
+    for i in range(lo, hi):
+        it = ds[i % len(ds)]
+        hwc = {k: it[k].numpy().transpose(1, 2, 0) for k in ("image", "foreground", "background")}
+        for k in ("image", "foreground", "background"):
+            out[k].append(_u8(hwc[k]))
+        for k in ("alpha", "trimap", "known"):
+            out[k].append(_u8(it[k].numpy()[0]))
+        out["flags"].append(np.array([bool(it["has_alpha"]), bool(it["has_trimap"]), bool(it["has_fg"])]))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def render_cache(spec: dict, workers: int = 1, progress: bool = False) -> Path:
+    """Render the `items` items of a cached spec's `source` once into
+    ``cache_root()/cache_key(spec)/*.npy`` (returned); a no-op when that folder exists.
+
+    Items are epoch-0 items of the source (seeded by ``render_seed``), so a cache is
+    reproducible and shared by every recipe with the same source. Written to a temporary
+    folder and renamed, so concurrent renderers never expose a half cache.
+    """
+    final = cache_root() / cache_key(spec)
+    if (final / "flags.npy").is_file():
+        return final
+    n = int(spec.get("items", 1000))
+    seed = int(spec.get("render_seed", 0))
+    chunk = max(1, min(64, -(-n // max(1, workers * 4))))
+    jobs = [(spec["source"], seed, lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            parts = list(pool.imap(_render_range, jobs))
+    else:
+        parts = []
+        for j, job in enumerate(jobs):
+            parts.append(_render_range(job))
+            if progress:
+                print(f"cache {final.name}: {min(n, (j + 1) * chunk)}/{n}", flush=True)
+    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for k in _CACHE_ARRAYS:
+        np.save(tmp / f"{k}.npy", np.concatenate([p[k] for p in parts]))
+    (tmp / "spec.json").write_text(json.dumps({k: spec[k] for k in ("source", "items") if k in spec}, indent=1))
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another process finished first: keep its cache
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+class CachedDataset(SeededDataset):
+    """Pre-rendered items of any other kind, served with cheap fresh augmentation (kind "cached").
+
+    ``{"kind": "cached", "source": SPEC, "items": 2000, "crop": 256, "guidance": "mg_perturb",
+    "flip": true, "length": 20000, "render_seed": 0, "workers": 1}``
+
+    The expensive synthesis (RSSN, GCA, photo decoding) runs once per cache (`render_cache`);
+    each served item is a random `crop` (<= the source's crop) with a random horizontal flip
+    and a **fresh** guidance drawn from the cached alpha (MG perturbation is cheap), so the
+    guidance never repeats even though the images do. Items with exact alpha get
+    ``guidance`` from their alpha; trimap-only items (Pets, masks) from their trimap's
+    subject (``trimap >= 0.5``), or the trimap itself for ``guidance = "trimap"``.
+    Labels are stored as uint8 (alpha quantised to 1/255).
+    """
+
+    def __init__(self, spec: dict, seed: int):
+        if "source" not in spec:
+            raise ValueError("cached: 'source' (the spec to pre-render) is missing")
+        self.spec = spec
+        self.crop = int(spec.get("crop", spec["source"].get("crop", 512)))
+        self.guidance = spec.get("guidance", "mg_perturb")
+        if self.guidance not in GUIDANCES:
+            raise ValueError(f"unknown guidance {self.guidance!r}; choose from {GUIDANCES}")
+        self.flip = bool(spec.get("flip", True))
+        self.targets = list(spec.get("targets", []))
+        folder = render_cache(spec, workers=int(spec.get("workers", 1)))
+        self.arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="r") for k in _CACHE_ARRAYS}
+        self.n_items = len(self.arrays["flags"])
+        h, w = self.arrays["alpha"].shape[1:3]
+        if self.crop > min(h, w):
+            raise ValueError(f"cached: crop {self.crop} is larger than the cached items ({h}x{w})")
+        super().__init__(seed, int(spec.get("length", self.n_items)))
+
+    def make(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
+        j = int(rng.integers(self.n_items))
+        a = self.arrays
+        h, w = a["alpha"].shape[1:3]
+        y, x = int(rng.integers(h - self.crop + 1)), int(rng.integers(w - self.crop + 1))
+        sl = (j, slice(y, y + self.crop), slice(x, x + self.crop))
+        f = {k: np.asarray(a[k][sl], np.float32) / 255.0 for k in ("image", "foreground", "background", "alpha", "known")}
+        trimap = np.asarray(a["trimap"][sl], np.float32) / 255.0
+        trimap = np.where(trimap < 0.25, 0.0, np.where(trimap > 0.75, 1.0, 0.5)).astype(np.float32)
+        has_alpha, has_trimap, has_fg = (bool(v) for v in a["flags"][j])
+        if self.flip and rng.random() < 0.5:
+            f = {k: v[:, ::-1] for k, v in f.items()}
+            trimap = trimap[:, ::-1]
+        alpha, known = f["alpha"], f["known"]
+        if has_alpha:
+            guidance = make_guidance(self.guidance, alpha, rng, trimap)
+            boundary = C.boundary_mask(alpha)
+        else:
+            alpha = np.where(known > 0.5, np.rint(alpha), 0.5).astype(np.float32)
+            guidance = trimap if self.guidance == "trimap" else \
+                make_guidance(self.guidance, (trimap >= 0.5).astype(np.float32), rng, trimap)
+            boundary = 1.0 - known
+        item = _item(f["image"], alpha, trimap, guidance, known, boundary,
+                     f["foreground"] if has_fg else None, f["background"] if has_fg else None,
+                     has_alpha=has_alpha, has_trimap=has_trimap)
+        if has_alpha and self.targets:
+            _targets(item, alpha, self.targets)
+        else:
+            item["glance"] = torch.from_numpy(C.trimap_to_glance(trimap))
+        return _pad_extras(item) if self.targets else item
+
+
+KINDS["cached"] = CachedDataset
+
+
+def _render_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mattekit_training.torchdata RECIPE.toml [--workers N]``: render every
+    cached data spec of a recipe (train and val) ahead of training."""
+    import argparse
+
+    from .train import load_recipe
+
+    ap = argparse.ArgumentParser(prog="python -m mattekit_training.torchdata")
+    ap.add_argument("recipe")
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args(argv)
+    data = load_recipe(args.recipe).get("data", {})
+    for part in ("train", "val"):
+        spec = data.get(part)
+        specs = [spec] + list((spec or {}).get("parts", []))
+        for s in specs:
+            if s and s.get("kind") == "cached":
+                print(f"{part}: {render_cache(s, workers=args.workers, progress=True)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_render_main())
