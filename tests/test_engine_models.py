@@ -153,3 +153,14 @@ def test_cuda_request_without_gpu_falls_back_to_cpu_and_says_so(model_daemon):
     res = c.refine(img, (disc * 255).astype(np.uint8), band_px=10, device="cuda")
     assert res.model == "test-prn"
     assert any("CUDA" in w and "CPU" in w for w in res.header.get("warnings", []))
+
+
+def test_portrait_prefers_people_models_and_general_avoids_them(mk_env):
+    from mattekit.engine import Engine
+
+    _register("a-general", "gfm", backbone="mobilenetv2", light_width=16)
+    _register("b-people", "modnet", hr_channels=8)
+    e = Engine()
+    assert e.choose_method("trimap_free", "portrait") == "b-people"
+    assert e.choose_method("trimap_free", "general") == "a-general"
+    assert e.choose_method("trimap_free", "auto") == "a-general"

@@ -167,3 +167,10 @@ def test_zmtp_refuses_a_non_zmq_peer():
         zmtp.ZmtpDealer(f"tcp://127.0.0.1:{port}", timeout=3)
     t.join(5)
     srv.close()
+
+
+def test_pyzmq_transport_reports_a_missing_ipc_socket_at_once(tmp_path):
+    endpoint = f"ipc://{tmp_path}/none.sock"
+    with EditorClient(endpoint, "t", transport="pyzmq", retries=0) as c, pytest.raises(EditorError) as e:
+        c.run_job("refine", [(P.BufferSpec("image", 1, 1, "u8", "RGBA"), b"\0" * 4), (P.BufferSpec("guidance", 1, 1, "u8", "Y"), b"\0")], {})
+    assert e.value.code == P.E_UNAVAILABLE and "no socket file" in e.value.message

@@ -164,6 +164,12 @@ def cmd_hello(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.models_cmd == "fetch":
+        from .selfie import fetch_selfie
+
+        path = fetch_selfie(wheel=args.wheel)
+        print(f"installed the MediaPipe selfie segmentation model (Apache-2.0) in {path}")
+        return 0
     if args.models_cmd == "import":
         from .models.official import import_official
 
@@ -225,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("path")
     imp.add_argument("--name", default=None)
     imp.add_argument("--variant", default=None)
+    fetch = msub.add_parser("fetch", help="download and convert an optional third-party model (set-up time, needs the package registry)")
+    fetch.add_argument("model", choices=["selfie"], help="selfie: MediaPipe selfie segmentation (portrait prior)")
+    fetch.add_argument("--wheel", default=None, help="use this mediapipe-0.10.21 wheel instead of downloading it")
     m.set_defaults(func=cmd_models, models_cmd="list")
 
     ip = sub.add_parser("install-plugin", help="install the GIMP 3 or Krita plug-in for this user")

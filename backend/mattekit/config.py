@@ -57,6 +57,11 @@ TILE_OVERLAP_PX = 64
 #: Preview alpha sent before the full-resolution answer: long side in px.
 PREVIEW_SIDE = 512
 
+#: Inference: autocast (bf16, else fp16) and channels_last on CUDA; ONNX Runtime threads (None = its default).
+RUNTIME_AMP = True
+RUNTIME_CHANNELS_LAST = True
+ORT_THREADS = None
+
 #: Default decontamination amount (0 = keep original colours, 1 = fully estimated).
 DECONTAMINATE_AMOUNT = 1.0
 
@@ -102,3 +107,11 @@ def user_weights_dir() -> Path:
         return Path(base) / "weights"
     xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(xdg) / "mattekit" / "weights"
+
+
+def cache_dir() -> Path:
+    """Download and build caches (the selfie wheel, rendered training data, editor roots)."""
+    base = os.environ.get("MATTEKIT_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mattekit"

@@ -66,6 +66,9 @@ class _PyZmqTransport:
     def __init__(self, endpoint: str, timeout: float):
         import zmq
 
+        # libzmq connects lazily and would wait in silence: a missing socket file is known now.
+        if endpoint.startswith("ipc://") and not endpoint[6:].startswith("@") and not os.path.exists(endpoint[6:]):
+            raise _unavailable(endpoint, "no socket file")
         self._zmq = zmq
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)

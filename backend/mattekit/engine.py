@@ -90,6 +90,7 @@ class Engine:
     def __init__(self, *, learned: bool = True) -> None:
         #: False: classical methods only (no weights are looked up), e.g. for a baseline daemon.
         self.learned = learned
+        self.people_models: set[str] = set()
         self._runtimes: dict[str, Any] = {}
         #: Things the user must be told about the current job (e.g. a GPU fallback), sent in the result.
         self.warnings: list[str] = []
@@ -114,6 +115,7 @@ class Engine:
     def available_models(self) -> dict[str, list[str]]:
         """Installed weights by task, plus the always-available classical methods."""
         by_task: dict[str, list[str]] = {"trimap_free": [], "guided": ["classical"], "foreground": ["classical"]}
+        self.people_models: set[str] = set()
         if not self.learned:
             return by_task
         try:
@@ -123,6 +125,8 @@ class Engine:
                 task = entry.get("task") or _task_of_arch(entry.get("arch", ""))
                 if task in by_task:
                     by_task[task].append(name)
+                if entry.get("subjects") == "people" or entry.get("arch") in PEOPLE_ARCHS:
+                    self.people_models.add(name)
         except Exception as exc:  # no weights registry yet, or torch missing
             log.debug("no learned models: %s", exc)
         return by_task
@@ -136,8 +140,10 @@ class Engine:
                 raise P.ProtocolError(P.E_NO_MODEL, f"there is no classical method for {task}")
             return "classical"
         if requested in ("auto", "general", "portrait"):
-            preferred = [m for m in learned if requested in ("auto", "general") or "portrait" in m or "modnet" in m]
-            pick = preferred or learned
+            # Portrait: a people model (the selfie prior, MODNet) first; general: everything else first.
+            is_portrait = [m for m in learned if m in self.people_models]
+            others = [m for m in learned if m not in is_portrait]
+            pick = (is_portrait + others) if requested == "portrait" else (others + is_portrait)
             if pick:
                 return pick[0]
             if "classical" in avail:
@@ -303,5 +309,9 @@ def uncertain_trimap(alpha: np.ndarray, radius: int) -> np.ndarray:
     return trimap
 
 
+#: Architectures whose weights are people-only (portrait mode prefers them, general mode avoids them).
+PEOPLE_ARCHS = ("selfie", "modnet")
+
+
 def _task_of_arch(arch: str) -> str:
-    return {"modnet": "trimap_free", "gfm": "trimap_free", "prn": "guided", "fgnet": "foreground"}.get(arch, "")
+    return {"modnet": "trimap_free", "gfm": "trimap_free", "selfie": "trimap_free", "prn": "guided", "fgnet": "foreground"}.get(arch, "")

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import config as mk_config
+
 #: Smallest ONNX opset we export (LayerNorm, modern Resize semantics).
 ONNX_OPSET = 17
 _STRUCTURE_KEY = "mattekit.output_structure"
@@ -239,16 +241,15 @@ def _onnx_cache_path(model: nn.Module, hw: tuple[int, int]) -> Path:
     arch = getattr(model, "registry_name", "model")
     sha = (getattr(model, "weights_entry", None) or {}).get("sha256")
     if sha:
-        from . import config as mk_config
-
         suffix = "" if getattr(model, "onnx_dynamic_hw", False) else f"-{hw[0]}x{hw[1]}"
         return mk_config.user_weights_dir() / "onnx" / f"{arch}-{sha[:16]}-torch{torch.__version__}{suffix}.onnx"
     return Path(tempfile.mkdtemp(prefix="mattekit-onnx-")) / f"{arch}.onnx"
 
 
 def load_runtime(name_or_model: str | Path | nn.Module, *, device: str | torch.device = "auto",
-                 backend: str = "torch", amp: bool = True, channels_last: bool = True,
-                 threads: int | None = None, onnx_path: str | Path | None = None,
+                 backend: str = "torch", amp: bool = mk_config.RUNTIME_AMP,
+                 channels_last: bool = mk_config.RUNTIME_CHANNELS_LAST,
+                 threads: int | None = mk_config.ORT_THREADS, onnx_path: str | Path | None = None,
                  onnx_hw: tuple[int, int] = (512, 512)) -> Runtime:
     """Load registered weights (name or .safetensors path) or wrap a model, on `device`.
 

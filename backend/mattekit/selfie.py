@@ -472,10 +472,7 @@ def person_iou(model, data_dir: str | Path, threshold: float = 0.5, limit: int |
 
 def cache_dir() -> Path:
     """Download cache (the wheel is kept so tests and re-fetches do not download again)."""
-    base = os.environ.get("MATTEKIT_CACHE_DIR")
-    if base:
-        return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mattekit"
+    return mk_config.cache_dir()
 
 
 def _sha256(path: Path) -> str:

@@ -357,7 +357,7 @@ class MatteKit(Gimp.PlugIn):
                                       0.0, 100.0, 100.0, _RW)
         outputs = L.OUTPUTS if name != PROC_DECONTAMINATE else L.DECONTAMINATE_OUTPUTS
         default = {PROC_SELECT: "selection", PROC_REFINE: "selection"}.get(name, "new-layer")
-        procedure.add_choice_argument("output", "_Output", "Where the result goes", _choice(outputs), default, _RW)
+        procedure.add_choice_argument("output", "Out_put", "Where the result goes", _choice(outputs), default, _RW)
         return procedure
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
