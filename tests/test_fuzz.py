@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from mattekit import protocol as P
 
-N = int(os.environ.get("MATTEKIT_FUZZ_EXAMPLES", "60"))
+N = int(os.environ.get("MATTEKIT_FUZZ_EXAMPLES", "250"))
 FUZZ = settings(max_examples=N, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 FRAME_LIMIT = 1 << 20
 COUNT = {"cases": 0}

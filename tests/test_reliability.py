@@ -330,6 +330,21 @@ def test_a_client_that_disconnects_mid_job_stops_its_work(start_daemon):
         other.close()
 
 
+def test_a_failing_progress_callback_cancels_the_job_on_the_daemon(start_daemon):
+    eng = FakeEngine(steps=100_000, step_s=0.02)
+    d = start_daemon(engine=eng)
+
+    def progress(stage, frac, h):
+        if stage == "work":
+            raise KeyError("the editor's callback broke")
+
+    with Client(d.endpoint, token=d.token, retries=0) as c:
+        with pytest.raises(KeyError):
+            c.refine(tagged_image(1), np.zeros((16, 16), np.uint8), model="x", progress=progress)
+        assert eng.cancelled.wait(30), "the job kept running after the client gave up on it"
+        assert c.ping()["pong"] is True
+
+
 def test_keepalives_reach_a_client_while_the_engine_is_silent(start_daemon):
     eng = FakeEngine(steps=1, step_s=1.5)  # one progress call, then a long silent step
     d = start_daemon(engine=eng, keepalive_s=0.1)

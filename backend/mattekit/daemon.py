@@ -345,7 +345,8 @@ class Daemon:
         # ZMTP heartbeats drop tcp peers that vanished without closing (cable, suspend, kill -9 on another host).
         ivl = max(100, int(self.keepalive_s * 1000))
         self.router.setsockopt(zmq.HEARTBEAT_IVL, ivl)
-        self.router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5 * ivl)
+        # Generous: a hand-written ZMTP client (zmtp.py) answers PING only while it reads.
+        self.router.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(5 * ivl, int(config.CLIENT_SILENCE_S * 1000)))
         if self.curve:
             pub, sec = curve_keys()
             self.router.curve_server = True
