@@ -123,18 +123,20 @@ def _kernel():
                             last = x
                         if last - x <= reach:
                             rows[y, x] = True
+                # ... then along columns, walking rows in memory order (a column walk is cache-hostile).
                 active = np.zeros((h, w), np.bool_)
-                for x in range(w):
-                    last = -(10**9)
-                    for y in range(h):
+                seen = np.full(w, -(10**9), np.int64)
+                for y in range(h):
+                    for x in range(w):
                         if rows[y, x]:
-                            last = y
-                        active[y, x] = y - last <= reach
-                    last = 10**9
-                    for y in range(h - 1, -1, -1):
+                            seen[x] = y
+                        active[y, x] = y - seen[x] <= reach
+                seen[:] = 10**9
+                for y in range(h - 1, -1, -1):
+                    for x in range(w):
                         if rows[y, x]:
-                            last = y
-                        if last - y <= reach:
+                            seen[x] = y
+                        if seen[x] - y <= reach:
                             active[y, x] = True
                 # Start from the coarser level; settled pixels take the exact solution for alpha in
                 # {0, 1} (the observed colour is the layer they show), the hidden layer keeps its value.
@@ -216,7 +218,7 @@ def estimate_foreground_ml_band(
     alpha: np.ndarray,
     *,
     eps: float = ALPHA_EPS,
-    reach: int = 2,
+    reach: int = 4,
     regularization: float = 1e-5,
     n_small_iterations: int = 10,
     n_big_iterations: int = 2,
