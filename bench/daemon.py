@@ -58,12 +58,16 @@ def start_daemon(ep: str, **kw) -> tuple[Daemon, threading.Thread]:
     return d, t
 
 
-def bare_round_trip(ep: str, frames: list, reply: np.ndarray, repeats: int) -> list[float]:
-    """ROUTER thread echoes a reply header + alpha frame for each request (same sizes as the daemon's)."""
-    # Two contexts (two I/O threads), as between the daemon and its clients.
-    ctx, server_ctx = zmq.Context.instance(), zmq.Context()
+def round_trips(bare_ep: str, daemon_ep: str, image: np.ndarray, guidance: np.ndarray, repeats: int) -> tuple[list[float], list[float]]:
+    """Alternate a bare pyzmq echo and a daemon job of the same bytes (noise hits both alike).
+
+    The bare ROUTER thread answers each request with a header and a 12 MB alpha frame,
+    as the daemon does; its DEALER sends the same header and frames the Client sends.
+    """
+    ctx, server_ctx = zmq.Context.instance(), zmq.Context()  # two I/O threads, as daemon vs client
     router = server_ctx.socket(zmq.ROUTER)
-    router.bind(ep)
+    router.bind(bare_ep)
+    reply = np.ascontiguousarray(guidance)
     stop = threading.Event()
 
     def serve():
@@ -71,38 +75,38 @@ def bare_round_trip(ep: str, frames: list, reply: np.ndarray, repeats: int) -> l
             if router.poll(100):
                 peer, header, *bufs = router.recv_multipart(copy=False)
                 router.send_multipart([peer, header, reply], copy=False)
+                del bufs
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    echo = threading.Thread(target=serve, daemon=True)
+    echo.start()
+    si, a = P.buffer_from_array("image", image)
+    sg, g = P.buffer_from_array("guidance", guidance, order="Y")
+    header = P.encode_header(P.make_header("refine", token="bench-token", params={}, buffers=[si.to_json(), sg.to_json()]))
     dealer = ctx.socket(zmq.DEALER)
-    dealer.connect(ep)
-    times = []
-    for _ in range(repeats + 1):
-        t0 = time.perf_counter()
-        dealer.send_multipart(frames, copy=False)
-        parts = dealer.recv_multipart(copy=False)
-        np.frombuffer(parts[1].buffer, np.uint8)  # the same zero-copy view the client makes
-        times.append(time.perf_counter() - t0)
+    dealer.connect(bare_ep)
+    d, t = start_daemon(daemon_ep)
+    bare, full = [], []
+    with Client(daemon_ep, token=d.token, retries=0, connect_timeout=60) as c:
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            dealer.send_multipart([header, a, g], copy=False)
+            parts = dealer.recv_multipart(copy=False)
+            np.frombuffer(parts[1].buffer, np.uint8)  # the zero-copy view the client makes
+            t1 = time.perf_counter()
+            r = c.refine(image, guidance)
+            t2 = time.perf_counter()
+            assert r.alpha.shape == guidance.shape
+            if i:  # the first pair includes connection set-up
+                bare.append(t1 - t0)
+                full.append(t2 - t1)
     stop.set()
-    t.join()
+    echo.join()
     dealer.close(0)
     router.close(0)
     server_ctx.term()
-    return times[1:]  # the first includes the connection set-up
-
-
-def daemon_round_trip(ep: str, image: np.ndarray, guidance: np.ndarray, repeats: int) -> list[float]:
-    d, t = start_daemon(ep)
-    times = []
-    with Client(ep, token=d.token, retries=0, connect_timeout=60) as c:
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            r = c.refine(image, guidance)
-            times.append(time.perf_counter() - t0)
-            assert r.alpha.shape == guidance.shape
     d.stop()
     t.join(30)
-    return times[1:]
+    return bare, full
 
 
 def throughput(ep: str, n_clients: int, seconds: float, size: int = 1000) -> float:
@@ -150,14 +154,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
     guidance = (rng.random((h, w)) > 0.5).astype(np.uint8) * 255
-    si, a = P.buffer_from_array("image", image)
-    sg, g = P.buffer_from_array("guidance", guidance, order="Y")
-    header = P.encode_header(P.make_header("refine", token="bench-token", params={}, buffers=[si.to_json(), sg.to_json()]))
-    reply = np.ascontiguousarray(guidance)
-
-    bare = bare_round_trip(endpoint(base, args.transport, "bare"), [header, a, g], reply, args.repeats)
-    full = daemon_round_trip(endpoint(base, args.transport, "daemon"), image, guidance, args.repeats)
-    mb = (a.nbytes + g.nbytes + reply.nbytes) / 1e6
+    bare, full = round_trips(endpoint(base, args.transport, "bare"), endpoint(base, args.transport, "daemon"), image, guidance, args.repeats)
+    mb = (image.nbytes + 2 * guidance.nbytes) / 1e6
     print(f"(a) 12 MP RGBA8 refine round trip, {mb:.0f} MB moved, {args.transport}, median of {args.repeats}:")
     print(f"    bare pyzmq DEALER/ROUTER  {statistics.median(bare) * 1e3:8.1f} ms")
     print(f"    mattekit daemon + Client  {statistics.median(full) * 1e3:8.1f} ms")

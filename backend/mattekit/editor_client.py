@@ -293,7 +293,8 @@ class EditorClient:
                         self._raise(reply)
                     if kind == "result":
                         return reply, self._buffers(reply, reply_frames)
-                    if kind == "progress" and progress is not None:
+                    # Keep-alives only prove the daemon is alive; they are not progress to show.
+                    if kind == "progress" and progress is not None and not reply.get("keepalive"):
                         progress(str(reply.get("stage", "")), float(reply.get("fraction", 0.0)), reply)
             if not cancel_sent and should_cancel is not None and should_cancel():
                 self._send(P.make_header("cancel", token=self.token, target=header["id"]))

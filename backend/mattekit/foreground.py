@@ -2,10 +2,11 @@
 
 Where alpha is 1 the foreground is the image; where alpha is 0 it does not matter
 (it is multiplied by 0). Only the soft pixels need the multi-level solver
-(Germer et al. 2020, pymatting `estimate_foreground_ml`), so we run it on small tiles
-that contain soft pixels instead of on the whole frame: the work follows the band's
-area, not the photo's, and the tiles run on several threads (the numba kernel
-releases the GIL).
+(Germer et al. 2020, pymatting `estimate_foreground_ml`), so our numba port of it
+(`estimate_foreground_ml_band`) iterates only pixels near them: the work follows the
+band's area, not the photo's, at the same or better accuracy (docs/benchmarks.md,
+"High resolution and speed"). Optionally the frame is cut into tiles to bound memory;
+tiles run on several threads (the kernel releases the GIL).
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ ProgressFn = Callable[[float], None]
 ALPHA_EPS = 1.0 / 512.0
 #: Context kept around the soft pixels of a crop so the solver sees the nearby colours.
 FOREGROUND_MARGIN_PX = 32
-#: Core size of one solver tile (px). Small tiles hug a thin band (less wasted work on
-#: opaque/transparent pixels); each adds 2 * margin of context, so not too small either.
-FOREGROUND_TILE_PX = 192
 #: Threads running tiles at once (the machine's cores; tiles are independent).
 FOREGROUND_THREADS = max(1, min(8, os.cpu_count() or 1))
 
@@ -62,7 +60,7 @@ def _kernel():
         from numba import njit
 
         @njit(cache=True, nogil=True)
-        def ml_band(image, alpha, lo, eps, reach, regularization, n_small, n_big, small_size, gradient_weight):  # pragma: no cover - numba
+        def ml_band(image, alpha, lo, eps, reach, dense_px, regularization, n_small, n_big, small_size, gradient_weight):  # pragma: no cover - numba
             h0, w0, _ = image.shape
             fm0 = fm1 = fm2 = bm0 = bm1 = bm2 = 0.0
             nf = 0
@@ -125,12 +123,18 @@ def _kernel():
                             rows[y, x] = True
                 # ... then along columns, walking rows in memory order (a column walk is cache-hostile).
                 active = np.zeros((h, w), np.bool_)
+                if h * w <= dense_px:
+                    # Small levels are cheap: iterate everything, so colours diffuse into the
+                    # settled regions as in the full solver and seed the finer levels well.
+                    active[:, :] = True
+                    rows[:, :] = False
                 seen = np.full(w, -(10**9), np.int64)
                 for y in range(h):
                     for x in range(w):
                         if rows[y, x]:
                             seen[x] = y
-                        active[y, x] = y - seen[x] <= reach
+                        if y - seen[x] <= reach:
+                            active[y, x] = True
                 seen[:] = 10**9
                 for y in range(h - 1, -1, -1):
                     for x in range(w):
@@ -140,10 +144,13 @@ def _kernel():
                             active[y, x] = True
                 # Start from the coarser level; settled pixels take the exact solution for alpha in
                 # {0, 1} (the observed colour is the layer they show), the hidden layer keeps its value.
+                last_level = lev == n_levels
                 for y in range(h):
                     ys = my[y]
                     yp = py[y]
                     for x in range(w):
+                        if last_level and not active[y, x]:
+                            continue  # never read: the final pass writes F there, B is not returned
                         xs = mx[x]
                         xp = px[x]
                         for c in range(3):
@@ -163,6 +170,9 @@ def _kernel():
                         for x in range(w):
                             if not active[y, x]:
                                 continue
+                            if last_level and not (active[y, max(0, x - 1)] and active[y, min(w - 1, x + 1)]
+                                                   and active[max(0, y - 1), x] and active[min(h - 1, y + 1), x]):
+                                continue  # on the rim: its neighbours outside were not initialised
                             xs = mx[x]
                             a0 = alpha[ys, xs]
                             a1 = 1.0 - a0
@@ -207,6 +217,14 @@ def _kernel():
                             B[y, x, 2] = max(0.0, min(1.0, b01 * f2 + b11 * g2))
                 F_prev = F
                 B_prev = B
+            # Outside 0 < alpha < 1 - eps the answer is the image itself (exact for alpha = 1, and
+            # what decontamination keeps where alpha = 0): one pass here saves a masked copy after.
+            for y in range(h0):
+                for x in range(w0):
+                    av = alpha[y, x]
+                    if not (av > lo and av < 1.0 - eps):
+                        for c in range(3):
+                            F[y, x, c] = image[y, x, c]
             return F
 
         _KERNEL = ml_band
@@ -218,7 +236,8 @@ def estimate_foreground_ml_band(
     alpha: np.ndarray,
     *,
     eps: float = ALPHA_EPS,
-    reach: int = 4,
+    reach: int = 5,
+    dense_px: int = 1 << 18,
     regularization: float = 1e-5,
     n_small_iterations: int = 10,
     n_big_iterations: int = 2,
@@ -229,13 +248,20 @@ def estimate_foreground_ml_band(
 
     image: float (h, w, 3) in [0, 1]; alpha: float (h, w) in [0, 1].
     Same pyramid, update rule and defaults as pymatting's `estimate_foreground_ml`, but at every
-    level only pixels within `reach` px of a pixel with 0 < alpha < 1 - eps are iterated; the
-    others hold their exact solution (F = image where alpha ~ 1, B = image where alpha ~ 0), so the
-    cost follows the band's area, not the frame's. Returns float32 (h, w, 3) in [0, 1].
+    level with more than `dense_px` pixels only pixels within `reach` px of a pixel with
+    0 < alpha < 1 - eps are iterated (smaller levels are iterated whole: cheap, and they carry
+    colour into the settled regions as the full solver does); the others hold their exact
+    solution (F = image where alpha ~ 1, B = image where alpha ~ 0). The iterations' cost
+    follows the band's area, not the frame's; a few cheap O(h w) passes remain (level masks,
+    initialisation, writing the output).
+    Returns float32 (h, w, 3) in [0, 1]: the estimate where 0 < alpha < 1 - eps, the image elsewhere.
+    Memory: the output (12 B/px), two masks (2 B/px), B at the finest level (allocated, but its
+    pages are touched only near the band) and the coarser levels (~1/3 of that); the image and
+    alpha are read through index maps, never copied.
     """
     img = np.ascontiguousarray(image, np.float32)
     a = np.ascontiguousarray(alpha, np.float32)
-    return _kernel()(img, a, np.float32(0.0), np.float32(eps), int(reach), np.float32(regularization), int(n_small_iterations),
+    return _kernel()(img, a, np.float32(0.0), np.float32(eps), int(reach), int(dense_px), np.float32(regularization), int(n_small_iterations),
                      int(n_big_iterations), int(small_size), np.float32(gradient_weight))
 
 
@@ -255,7 +281,7 @@ def estimate_foreground(
         raise from it to cancel.
     tile: None (default) solves the whole frame in one band-limited pass
         (`estimate_foreground_ml_band`: only pixels near soft alpha are iterated, so the cost
-        follows the band's area; extra memory 26 B/px). An int bounds memory instead: each
+        follows the band's area; ~15-20 B/px touched beyond the output). An int bounds memory: each
         `tile`-px grid cell holding a soft pixel is solved on the cell plus `margin` px of
         context (clipped at the border), `threads` cells at once; the coarse levels then see
         only the crop, which costs a little accuracy.
@@ -280,9 +306,8 @@ def estimate_foreground(
         return image.copy()
     if tile is None or (h <= tile and w <= tile):
         # Whole frame in one call: the solver's coarse levels see the whole picture (best quality);
-        # its cost follows the band, its memory is F and B (24 B/px) plus masks (2 B/px).
-        fg = estimate_foreground_ml_band(image, alpha)
-        np.copyto(fg, image, where=~soft[..., None])
+        # its cost follows the band.
+        fg = estimate_foreground_ml_band(image, alpha)  # the image itself outside 0 < alpha < 1 - eps
         if progress is not None:
             progress(1.0)
         return fg
@@ -331,6 +356,11 @@ def decontaminate(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray, 
     image = np.asarray(image, dtype=np.float32)
     alpha = np.asarray(alpha, dtype=np.float32)
     foreground = np.asarray(foreground, dtype=np.float32)
-    mixed = image + np.float32(amount) * (foreground - image)
-    rgb = np.where((alpha > 0)[..., None], mixed, image)
-    return np.concatenate([rgb, alpha[..., None]], axis=2).astype(np.float32)
+    # Written in place into the one RGBA output: no full-frame temporaries (this runs at 100 MP).
+    out = np.empty(image.shape[:2] + (4,), np.float32)
+    rgb = out[..., :3]
+    np.subtract(foreground, image, out=rgb)
+    rgb *= np.where(alpha > 0, np.float32(amount), np.float32(0))[..., None]  # 4 B/px, not a broadcast mask
+    rgb += image  # weight 0 (amount 0, or alpha 0) gives the image bit for bit
+    out[..., 3] = alpha
+    return out

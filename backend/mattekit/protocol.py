@@ -266,6 +266,9 @@ def parse_buffer_spec(d: Any, *, max_pixels: int, max_side: int) -> BufferSpec:
     dtype = d.get("dtype", "u8")
     order = d.get("order", "RGBA")
     transfer = d.get("transfer", "srgb")
+    for key, val in (("dtype", dtype), ("order", order), ("transfer", transfer)):
+        if not isinstance(val, str):
+            raise ProtocolError(E_BAD_PARAMS, f"buffer '{name}': '{key}' must be a string")
     if dtype not in DTYPES:
         raise ProtocolError(E_UNSUPPORTED, f"buffer '{name}': dtype {dtype!r} is not supported; use one of {list(DTYPES)}")
     if order not in ORDERS:
@@ -329,11 +332,11 @@ def check_job(op: str, params: Any, specs: Sequence[BufferSpec]) -> dict[str, An
     if amt is not None:
         if not isinstance(amt, (int, float)) or isinstance(amt, bool) or not math.isfinite(amt) or not 0 <= amt <= 1:
             raise ProtocolError(E_BAD_PARAMS, "'amount' must be null or a number in [0, 1]")
-    if p["alpha_dtype"] is not None and p["alpha_dtype"] not in DTYPES:
+    if p["alpha_dtype"] is not None and (not isinstance(p["alpha_dtype"], str) or p["alpha_dtype"] not in DTYPES):
         raise ProtocolError(E_UNSUPPORTED, f"'alpha_dtype' must be null or one of {list(DTYPES)}")
-    if p["guidance_kind"] not in GUIDANCE_KINDS:
+    if not isinstance(p["guidance_kind"], str) or p["guidance_kind"] not in GUIDANCE_KINDS:
         raise ProtocolError(E_BAD_PARAMS, f"'guidance_kind' must be one of {list(GUIDANCE_KINDS)}")
-    if p["device"] not in DEVICES:
+    if not isinstance(p["device"], str) or p["device"] not in DEVICES:
         raise ProtocolError(E_BAD_PARAMS, f"'device' must be one of {list(DEVICES)}")
     if not isinstance(p["preview"], bool):
         raise ProtocolError(E_BAD_PARAMS, "'preview' must be a boolean")
