@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	# Pinned first: the local CPU wheel. An unpinned torch would pull several GB of CUDA.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# Optional portrait prior (Apache-2.0), converted from the mediapipe wheel on the package registry.
+	$(PY) -m mattekit models fetch selfie || echo "note: the optional selfie model was not fetched; portrait mode is unavailable"
 	touch $@
 
 # Cut out the subject of the sample photo through the daemon (started and stopped here).
