@@ -25,6 +25,8 @@ def mk_env(monkeypatch):
     monkeypatch.setenv("MATTEKIT_RUNTIME_DIR", f"{base}/rt")
     monkeypatch.setenv("MATTEKIT_CONFIG_DIR", f"{base}/cfg")
     monkeypatch.setenv("MATTEKIT_DATA_DIR", f"{base}/data")
+    # Tests choose their models: the weights shipped in the package are hidden unless a test asks.
+    monkeypatch.setenv("MATTEKIT_SHIPPED_WEIGHTS_DIR", f"{base}/shipped")
     monkeypatch.delenv("MATTEKIT_ENDPOINT", raising=False)
     yield base
     shutil.rmtree(base, ignore_errors=True)

@@ -34,7 +34,10 @@ def daemon(request, monkeypatch):
     monkeypatch.setenv("MATTEKIT_RUNTIME_DIR", str(d / "run"))
     monkeypatch.setenv("MATTEKIT_CONFIG_DIR", str(d / "cfg"))
     endpoint = f"ipc://{d / 'run' / 'd.sock'}" if request.param == "ipc" else f"tcp://127.0.0.1:{_free_port()}"
-    dmn = Daemon(endpoint, token=TOKEN)
+    from mattekit.engine import Engine
+
+    # The classical engine: this tests the transport, and its colours are deterministic.
+    dmn = Daemon(endpoint, token=TOKEN, engine=Engine(learned=False))
     ready = threading.Event()
     t = threading.Thread(target=dmn.serve, kwargs={"ready": ready.set, "install_signals": False}, daemon=True)
     t.start()

@@ -96,8 +96,9 @@ def token_path() -> Path:
 
 
 def weights_dir() -> Path:
-    """Where shipped weights live (inside the package) ..."""
-    return Path(__file__).parent / "weights"
+    """Where shipped weights live (inside the package; MATTEKIT_SHIPPED_WEIGHTS_DIR overrides it) ..."""
+    override = os.environ.get("MATTEKIT_SHIPPED_WEIGHTS_DIR")
+    return Path(override) if override else Path(__file__).parent / "weights"
 
 
 def user_weights_dir() -> Path:

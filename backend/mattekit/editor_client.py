@@ -1,12 +1,22 @@
-"""The editors' client for the mattekit daemon: standard library only.
+"""The mattekit daemon's client core: standard library only.
 
 Plug-ins vendor this file with ``protocol.py``, ``config.py`` and ``zmtp.py`` as a
 ``mattekit_bridge`` package (``mattekit install-plugin``), so every import here is
 relative and nothing needs NumPy. The transport is pyzmq when the editor's Python has
-it, else the pure-Python ZMTP fallback.
+it, else the pure-Python ZMTP fallback. ``mattekit.client.Client`` (NumPy arrays,
+autostart) is a thin subclass of ``EditorClient``: every request, retry and job rule
+lives here, once.
 
-Buffers go in as ``(BufferSpec, bytes | memoryview)`` pairs and come back the same
-way: the plug-in decides pixel formats, this module only moves bytes.
+Control requests use the Lazy Pirate pattern (wait with a timeout; on silence close
+the socket, reconnect and resend, then give up with ``daemon_unavailable``). A job's
+first reply must come within the connect timeout; after that the client waits as long
+as messages keep arriving: the daemon repeats a job's progress as a keep-alive every
+``config.KEEPALIVE_S``, so ``silence_timeout`` (much shorter than ``timeout``) is
+enough to report a daemon that died mid-job.
+
+Buffers go in as ``(BufferSpec, bytes | memoryview | array)`` pairs and come back as
+``(BufferSpec, memoryview)``: the caller decides pixel formats, this module only moves
+bytes (without copying them on the pyzmq transport).
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from . import config
 from . import protocol as P
@@ -26,6 +36,7 @@ from . import zmtp
 
 ProgressFn = Callable[[str, float, dict], Any]
 Inputs = Sequence[tuple[P.BufferSpec, Any]]
+Reply = tuple[dict[str, Any], list[Any]]
 
 #: Written by ``mattekit install-plugin`` next to this file: how to start the daemon.
 INSTALL_INFO = Path(__file__).with_name("install.json")
@@ -41,14 +52,6 @@ class EditorError(Exception):
         self.header = header or {}
 
 
-def _unavailable(endpoint: str, why: str = "") -> EditorError:
-    return EditorError(
-        P.E_UNAVAILABLE,
-        f"The mattekit daemon is not answering at {endpoint}{' (' + why + ')' if why else ''}. "
-        "Start it with `mattekit serve` and try again.",
-    )
-
-
 def install_info() -> dict[str, Any]:
     """The install-time bridge configuration, or {} when there is none."""
     try:
@@ -58,21 +61,33 @@ def install_info() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- transports
+# Both raise OSError/ConnectionError when the daemon cannot be reached; the client turns
+# that into `daemon_unavailable`.
+
+
+def _check_ipc(endpoint: str) -> None:
+    # libzmq connects lazily and would wait in silence: a missing socket file is known now.
+    if endpoint.startswith("ipc://") and not endpoint[6:].startswith("@") and not os.path.exists(endpoint[6:]):
+        raise ConnectionError("no socket file")
 
 
 class _PyZmqTransport:
+    """A DEALER socket; pixel frames are sent and received without copies."""
+
     name = "pyzmq"
 
-    def __init__(self, endpoint: str, timeout: float):
+    def __init__(self, endpoint: str, timeout: float, server_key: Optional[bytes] = None):
         import zmq
 
-        # libzmq connects lazily and would wait in silence: a missing socket file is known now.
-        if endpoint.startswith("ipc://") and not endpoint[6:].startswith("@") and not os.path.exists(endpoint[6:]):
-            raise _unavailable(endpoint, "no socket file")
-        self._zmq = zmq
-        self.ctx = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.DEALER)
+        _check_ipc(endpoint)
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if hasattr(zmq, "HEARTBEAT_IVL"):  # libzmq >= 4.2: a tcp peer that vanished is dropped and retried
+            self.sock.setsockopt(zmq.HEARTBEAT_IVL, int(config.KEEPALIVE_S * 1000))
+            self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(config.KEEPALIVE_S * 5000))
+        if server_key is not None:  # the daemon's CURVE public key: needed with --allow-remote
+            pub, sec = zmq.curve_keypair()
+            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = server_key, pub, sec
         self.sock.connect(endpoint)
 
     def send_multipart(self, frames: Sequence[Any]) -> None:
@@ -81,20 +96,21 @@ class _PyZmqTransport:
     def recv_multipart(self, timeout: float) -> Optional[list[Any]]:
         if not self.sock.poll(int(max(0.0, timeout) * 1000)):
             return None
-        return [f.buffer for f in self.sock.recv_multipart(copy=False)]
+        return [f.buffer for f in self.sock.recv_multipart(copy=False)]  # memoryviews of the frames
 
     def close(self) -> None:
         self.sock.close(0)
 
 
 class _ZmtpTransport:
+    """The pure-Python fallback (no CURVE)."""
+
     name = "zmtp"
 
-    def __init__(self, endpoint: str, timeout: float):
-        try:
-            self.dealer = zmtp.ZmtpDealer(endpoint, timeout)
-        except (OSError, ConnectionError) as exc:
-            raise _unavailable(endpoint, str(exc)) from None
+    def __init__(self, endpoint: str, timeout: float, server_key: Optional[bytes] = None):
+        if server_key is not None:
+            raise ValueError("CURVE (server_key) needs pyzmq; the ZMTP fallback speaks only NULL security")
+        self.dealer = zmtp.ZmtpDealer(endpoint, timeout)
 
     def send_multipart(self, frames: Sequence[Any]) -> None:
         self.dealer.send_multipart(frames)
@@ -120,9 +136,12 @@ def pyzmq_available() -> bool:
 class EditorClient:
     """One connection to the daemon, one request at a time.
 
-    ``timeout`` is the longest silence tolerated while a job runs (the daemon sends
-    progress); ``connect_timeout`` bounds each try of a control request and the wait
-    for a job's first reply. ``transport`` is "auto", "pyzmq" or "zmtp".
+    ``connect_timeout`` bounds each try of a control request and the wait for a job's
+    first reply (``retries`` more tries after the first); ``timeout`` is the longest a
+    job may go without progress; ``silence_timeout`` the longest without any message at
+    all (keep-alives included) before the daemon is reported as gone. ``transport`` is
+    "auto", "pyzmq" or "zmtp"; ``server_key`` is the daemon's CURVE public key (its
+    config dir's ``curve.public``, needed with --allow-remote; pyzmq only).
     """
 
     def __init__(
@@ -134,18 +153,36 @@ class EditorClient:
         connect_timeout: float = config.CLIENT_CONNECT_TIMEOUT_S,
         transport: str = "auto",
         retries: int = config.CLIENT_RETRIES,
+        server_key: Optional[bytes] = None,
+        silence_timeout: float = config.CLIENT_SILENCE_S,
     ):
         if transport not in ("auto", "pyzmq", "zmtp"):
             raise ValueError(f"transport must be auto, pyzmq or zmtp, not {transport!r}")
         if transport == "auto":
             transport = "pyzmq" if pyzmq_available() else "zmtp"
+        if server_key is not None and transport != "pyzmq":
+            raise ValueError("CURVE (server_key) needs the pyzmq transport")
         self.transport_name = transport
         self.endpoint = endpoint or os.environ.get("MATTEKIT_ENDPOINT") or install_info().get("endpoint") or config.default_endpoint()
         self._token = token
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.retries = retries
+        self.server_key = server_key
+        self.silence_timeout = silence_timeout
         self._t: Any = None
+
+    # ---- hooks for subclasses
+
+    def _error(self, code: str, message: str, header: Optional[dict] = None) -> EditorError:
+        """The exception to raise for a failure (subclasses raise their own types)."""
+        return EditorError(code, message, header)
+
+    def _start_daemon(self) -> bool:
+        """Called once after a request went unanswered; True: the daemon was started, try again.
+
+        Editors start the daemon only after asking the user, so the core never does."""
+        return False
 
     # ---- connection
 
@@ -156,15 +193,22 @@ class EditorClient:
             try:
                 self._token = path.read_text().strip()
             except OSError:
-                raise EditorError(
+                raise self._error(
                     P.E_UNAVAILABLE, f"No mattekit token at {path}: the daemon has never run as this user. Start it with `mattekit serve`."
                 ) from None
         return self._token
 
+    def _unavailable(self, why: str = "") -> EditorError:
+        return self._error(
+            P.E_UNAVAILABLE,
+            f"The mattekit daemon is not answering at {self.endpoint}{' (' + why + ')' if why else ''}. "
+            "Start it with `mattekit serve` and try again.",
+        )
+
     def _transport(self) -> Any:
         if self._t is None:
             cls = _PyZmqTransport if self.transport_name == "pyzmq" else _ZmtpTransport
-            self._t = cls(self.endpoint, self.connect_timeout)
+            self._t = cls(self.endpoint, self.connect_timeout, self.server_key)
         return self._t
 
     def _reset(self) -> None:
@@ -186,58 +230,82 @@ class EditorClient:
             self._transport().send_multipart([P.encode_header(header), *frames])
         except (OSError, ConnectionError) as exc:
             self._reset()
-            raise _unavailable(self.endpoint, str(exc)) from None
+            raise self._unavailable(str(exc)) from None
 
-    def _recv(self, wait_s: float) -> Optional[tuple[dict[str, Any], list[Any]]]:
+    def _recv(self, wait_s: float) -> Optional[Reply]:
         try:
             parts = self._transport().recv_multipart(wait_s)
         except (OSError, ConnectionError) as exc:  # TimeoutError is an OSError
             self._reset()
-            raise _unavailable(self.endpoint, str(exc)) from None
+            raise self._unavailable(str(exc)) from None
         if parts is None:
             return None
         try:
             header = P.decode_header(parts[0], max_bytes=1 << 24, max_depth=16)
         except P.ProtocolError as exc:
-            raise EditorError(exc.code, f"the daemon sent a malformed reply: {exc.message}") from None
+            raise self._error(exc.code, f"the daemon sent a malformed reply: {exc.message}") from None
         return header, parts[1:]
 
-    @staticmethod
-    def _raise(reply: dict[str, Any]) -> None:
-        raise EditorError(reply.get("code", P.E_INTERNAL), reply.get("message", "the daemon reported an error"), reply)
+    def _raise(self, reply: dict[str, Any]) -> None:
+        raise self._error(reply.get("code", P.E_INTERNAL), reply.get("message", "the daemon reported an error"), reply)
 
-    def request(self, op: str, *, auth: bool = True, **fields: Any) -> dict[str, Any]:
-        """A control op with Lazy Pirate retries; returns the ``result`` header."""
-        header = P.make_header(op, token=self.token if auth else None, **fields)
-        why = ""
-        for _ in range(self.retries + 1):
+    def _attempts(self) -> Iterator[int]:
+        """Lazy Pirate tries; the loop body leaves on success, so each resumption follows a failure.
+
+        After the first failure ``_start_daemon`` may start the daemon, which earns one more try."""
+        yield 0
+        if self._start_daemon():
+            yield 0
+        yield from range(1, self.retries + 1)
+
+    def _exchange(self, header: dict[str, Any], frames: Sequence[Any], wait_s: float, *, renew_id: bool) -> Reply:
+        """Send and return the first reply to ``header["id"]``; on silence reconnect and resend."""
+        failure: Optional[EditorError] = None
+        for _ in self._attempts():
             try:
-                self._send(header)
-                deadline = time.monotonic() + self.connect_timeout
+                self._send(header, frames)
+                deadline = time.monotonic() + wait_s
                 while (left := deadline - time.monotonic()) > 0:
                     got = self._recv(left)
                     if got is None:
                         break
-                    reply, _ = got
-                    if reply.get("id") != header["id"]:
-                        continue  # a late answer to something earlier
-                    if reply.get("op") == "error":
-                        self._raise(reply)
-                    return reply
+                    if got[0].get("id") == header["id"]:
+                        return got
+                    # else a late answer to something earlier
             except EditorError as exc:
                 if exc.code != P.E_UNAVAILABLE:
                     raise
-                why = exc.message
+                failure = exc
                 time.sleep(0.2)  # connection refused returns at once: do not spin
             self._reset()  # the socket may hold a half-sent request: start clean
-        raise _unavailable(self.endpoint) if not why else EditorError(P.E_UNAVAILABLE, why)
+            if renew_id:  # a resent job must not collide with one the daemon may still hold
+                header["id"] = P.new_id()
+        raise failure or self._unavailable(f"no reply within {wait_s:g} s, {self.retries + 1} tries")
 
-    def hello(self) -> dict[str, Any]:
-        """The daemon's capabilities (full when the token is right)."""
-        return self.request("hello", auth=self._token is not None or config.token_path().exists())
+    def request(self, op: str, *, auth: bool = True, **fields: Any) -> dict[str, Any]:
+        """A control op with Lazy Pirate retries; returns the ``result`` header."""
+        header = P.make_header(op, token=self.token if auth else None, **fields)
+        reply, _ = self._exchange(header, (), self.connect_timeout, renew_id=False)
+        if reply.get("op") == "error":
+            self._raise(reply)
+        return reply
+
+    # ---- control ops
+
+    def hello(self, *, auth: Optional[bool] = None) -> dict[str, Any]:
+        """The daemon's capabilities (full when the token is right); ``auth=None``: when a token is known."""
+        if auth is None:
+            auth = self._token is not None or config.token_path().exists()
+        return self.request("hello", auth=auth)
 
     def ping(self) -> dict[str, Any]:
         return self.request("ping")
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self.request("cancel", target=job_id)
+
+    def shutdown(self) -> dict[str, Any]:
+        return self.request("shutdown")
 
     # ---- jobs
 
@@ -245,72 +313,81 @@ class EditorClient:
         self,
         op: str,
         inputs: Inputs,
-        params: dict[str, Any],
+        params: Optional[dict[str, Any]] = None,
         *,
         progress: Optional[ProgressFn] = None,
         should_cancel: Optional[Callable[[], bool]] = None,
+        job_id: Optional[str] = None,
     ) -> tuple[dict[str, Any], dict[str, tuple[P.BufferSpec, memoryview]]]:
         """Run a job and return (result header, {name: (spec, bytes)}).
 
-        ``progress(stage, fraction, header)`` is called for each progress message;
-        ``should_cancel()`` is polled about ten times a second and, once true, sends
-        ``cancel`` (the job then ends with EditorError("cancelled")).
+        ``progress(stage, fraction, header)`` is called for each progress message
+        (keep-alives excluded); returning False cancels the job, as does
+        ``should_cancel()`` returning true (polled about ten times a second). The job
+        then ends with the daemon's ``cancelled`` error. Any other exception while
+        waiting (Ctrl-C, a broken callback) cancels the job on the daemon and is re-raised.
         """
         if op not in P.JOB_OPS:
             raise ValueError(f"{op!r} is not a job op; use one of {P.JOB_OPS}")
         for spec, data in inputs:
-            if len(memoryview(data).cast("B")) != spec.nbytes:
-                raise EditorError(P.E_BAD_BUFFER, f"buffer '{spec.name}' has {len(memoryview(data).cast('B'))} bytes, its spec needs {spec.nbytes}")
-        header = P.make_header(op, token=self.token, params=params, buffers=[s.to_json() for s, _ in inputs])
+            n = memoryview(data).nbytes
+            if n != spec.nbytes:
+                raise self._error(P.E_BAD_BUFFER, f"buffer '{spec.name}' has {n} bytes, its spec needs {spec.nbytes}")
+        header = P.make_header(op, id=job_id, token=self.token, params=params or {}, buffers=[s.to_json() for s, _ in inputs])
         frames = [d for _, d in inputs]
         # The first reply (`queued`) comes once the daemon has the whole message: allow for transfer.
         first_wait = self.connect_timeout + sum(s.nbytes for s, _ in inputs) / 100e6
-        got = None
-        for attempt in range(self.retries + 1):
-            try:
-                self._send(header, frames)
-                got = self._recv(first_wait)
-            except EditorError:
-                if attempt == self.retries:
-                    raise
-                time.sleep(0.2)
-            if got is not None:
-                break
-            self._reset()
-            header["id"] = P.new_id()  # a resend must not collide with a job the daemon may still hold
-        if got is None:
-            raise _unavailable(self.endpoint)
+        got: Optional[Reply] = self._exchange(header, frames, first_wait, renew_id=True)
 
         cancel_sent = False
-        last = time.monotonic()
-        while True:
-            if got is not None:
-                reply, reply_frames = got
-                last = time.monotonic()
-                if reply.get("id") == header["id"]:
-                    kind = reply.get("op")
-                    if kind == "error":
-                        self._raise(reply)
-                    if kind == "result":
-                        return reply, self._buffers(reply, reply_frames)
-                    # Keep-alives only prove the daemon is alive; they are not progress to show.
-                    if kind == "progress" and progress is not None and not reply.get("keepalive"):
-                        progress(str(reply.get("stage", "")), float(reply.get("fraction", 0.0)), reply)
-            if not cancel_sent and should_cancel is not None and should_cancel():
-                self._send(P.make_header("cancel", token=self.token, target=header["id"]))
-                cancel_sent = True
-            if time.monotonic() - last > self.timeout:
-                self._reset()
-                raise EditorError(P.E_UNAVAILABLE, f"The mattekit daemon went silent for {self.timeout:g} s during {op}.")
-            got = self._recv(0.1)
-
-    @staticmethod
-    def _buffers(reply: dict[str, Any], frames: list[Any]) -> dict[str, tuple[P.BufferSpec, memoryview]]:
+        last = last_progress = time.monotonic()
         try:
-            specs = P.parse_buffers(reply, frames, max_pixels=config.MAX_PIXELS, max_side=config.MAX_SIDE)
+            while True:
+                cancel_now = False
+                if got is not None:
+                    reply, reply_frames = got
+                    last = time.monotonic()
+                    if reply.get("id") == header["id"]:
+                        kind = reply.get("op")
+                        if kind == "error":
+                            self._raise(reply)
+                        if kind == "result":
+                            return reply, self._buffers(reply, reply_frames)
+                        # Keep-alives only prove the daemon is alive; they are not progress to show.
+                        if kind == "progress" and not reply.get("keepalive"):
+                            last_progress = last
+                            if progress is not None:
+                                cancel_now = progress(str(reply.get("stage", "")), float(reply.get("fraction", 0.0)), reply) is False
+                if not cancel_sent and (cancel_now or (should_cancel is not None and should_cancel())):
+                    self._send(P.make_header("cancel", token=self.token, target=header["id"]))
+                    cancel_sent = True
+                now = time.monotonic()
+                if now - last > self.silence_timeout:
+                    raise self._error(
+                        P.E_UNAVAILABLE,
+                        f"The mattekit daemon at {self.endpoint} went silent for {self.silence_timeout:g} s during {op} "
+                        "(no progress, no keep-alive): it may have crashed; restart it with `mattekit serve`.",
+                    )
+                if now - last_progress > self.timeout:
+                    raise self._error(P.E_UNAVAILABLE, f"{op} made no progress for {self.timeout:g} s; restart the daemon with `mattekit serve`.")
+                got = self._recv(0.1)
+        except BaseException as exc:
+            if not isinstance(exc, EditorError):  # Ctrl-C, a failing callback: don't leave the job running
+                try:
+                    self._send(P.make_header("cancel", token=self.token, target=header["id"]))
+                except Exception:
+                    pass
+            elif exc.code == P.E_UNAVAILABLE:
+                self._reset()  # whatever arrives late on this socket belongs to a dead job
+            raise
+
+    def _buffers(self, reply: dict[str, Any], frames: list[Any]) -> dict[str, tuple[P.BufferSpec, memoryview]]:
+        views = [memoryview(f).cast("B") for f in frames]  # no copies: views of the received frames
+        try:
+            specs = P.parse_buffers(reply, views, max_pixels=config.MAX_PIXELS, max_side=config.MAX_SIDE)
         except P.ProtocolError as exc:
-            raise EditorError(exc.code, f"the daemon's result is malformed: {exc.message}") from None
-        return {s.name: (s, memoryview(f).cast("B")) for s, f in zip(specs, frames)}
+            raise self._error(exc.code, f"the daemon's result is malformed: {exc.message}") from None
+        return {s.name: (s, v) for s, v in zip(specs, views)}
 
 
 # --------------------------------------------------------------------------- starting the daemon
@@ -330,11 +407,18 @@ def daemon_command(command: Optional[Sequence[str]] = None) -> Optional[list[str
     return [exe] if exe else None
 
 
-def start_daemon(command: Optional[Sequence[str]] = None, *, endpoint: Optional[str] = None, wait_s: float = 60.0) -> bool:
-    """Start `mattekit serve` in the background; True once it answers ``hello``.
+def start_daemon(
+    command: Optional[Sequence[str]] = None,
+    *,
+    endpoint: Optional[str] = None,
+    wait_s: float = 60.0,
+    env: Optional[Mapping[str, str]] = None,
+) -> bool:
+    """Start `<command> serve` in the background; True once it answers ``hello``.
 
-    Never uses ``sys.executable``: inside an editor that is the editor, not a Python
-    with mattekit installed.
+    ``env`` adds to the environment (after install.json's). Without ``command`` this
+    never uses ``sys.executable``: inside an editor that is the editor, not a Python
+    with mattekit installed (``mattekit.client.start_daemon`` does, outside editors).
     """
     cmd = daemon_command(command)
     if not cmd:
@@ -342,8 +426,9 @@ def start_daemon(command: Optional[Sequence[str]] = None, *, endpoint: Optional[
     info = install_info()
     endpoint = endpoint or os.environ.get("MATTEKIT_ENDPOINT") or info.get("endpoint")
     argv = cmd + (["--endpoint", endpoint] if endpoint else []) + ["serve"]
-    env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in (info.get("env") or {}).items()})
+    full_env = dict(os.environ)
+    full_env.update({str(k): str(v) for k, v in (info.get("env") or {}).items()})
+    full_env.update(env or {})
     log_dir = config.runtime_dir()
     try:
         log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -351,7 +436,7 @@ def start_daemon(command: Optional[Sequence[str]] = None, *, endpoint: Optional[
     except OSError:
         log = subprocess.DEVNULL
     try:
-        subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=env, close_fds=True)
+        subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=full_env, close_fds=True)
     except OSError:
         return False
     finally:
