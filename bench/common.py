@@ -88,12 +88,12 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, load average {load:.1f} at start; Python {platform.python_version()}{tv}"
 
 
-def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
-    """Markdown table of `rows` (dicts) with columns `cols`; floats to 3 significant digits."""
+def table(rows: list[dict[str, Any]], cols: list[str], digits: int = 3) -> str:
+    """Markdown table of `rows` (dicts) with columns `cols`; floats to `digits` significant digits."""
 
     def fmt(v: Any) -> str:
         if isinstance(v, float):
-            return f"{v:.3g}"
+            return f"{v:.0f}" if abs(v) >= 10 ** digits else f"{v:.{digits}g}"
         return "" if v is None else str(v)
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -69,15 +69,14 @@ def encode_alpha(alpha: np.ndarray, dtype: str) -> tuple[P.BufferSpec, np.ndarra
     return P.BufferSpec("alpha", alpha.shape[1], alpha.shape[0], dtype, "Y", "srgb"), np.ascontiguousarray(out)
 
 
-def encode_foreground(rgb: np.ndarray, alpha: np.ndarray, spec: P.BufferSpec) -> tuple[P.BufferSpec, np.ndarray]:
-    """Decontaminated colours + alpha → RGBA/BGRA in the image's dtype and transfer."""
+def encode_foreground(rgba: np.ndarray, spec: P.BufferSpec) -> tuple[P.BufferSpec, np.ndarray]:
+    """Decontaminated RGBA (float32 sRGB, modified in place) → RGBA/BGRA in the image's dtype and transfer."""
     if spec.transfer == "linear":
-        rgb = imageops.srgb_to_linear(rgb)
+        rgba[..., :3] = imageops.srgb_to_linear(rgba[..., :3])
+    out = imageops.from_float(rgba, P.numpy_dtype(spec.dtype))
     order = "BGRA" if spec.order.startswith("BGR") else "RGBA"
     if order == "BGRA":
-        rgb = rgb[..., ::-1]
-    rgba = np.concatenate([rgb, alpha[..., None]], axis=2)
-    out = imageops.from_float(rgba, P.numpy_dtype(spec.dtype))
+        out = out[..., [2, 1, 0, 3]]  # reorder the (smaller) encoded array, not the float one
     return P.BufferSpec("foreground", spec.width, spec.height, spec.dtype, order, spec.transfer), np.ascontiguousarray(out)
 
 
@@ -209,9 +208,10 @@ class Engine:
         if "foreground" in params["outputs"] or op == "decontaminate":
             t2 = time.perf_counter()
             amount = config.DECONTAMINATE_AMOUNT if params["amount"] is None else float(params["amount"])
-            rgb, meta["foreground_model"] = self.foreground(image, alpha, amount, params, progress)
-            out_alpha = alpha if layer_alpha is None else alpha * layer_alpha
-            out.buffers["foreground"] = encode_foreground(rgb, out_alpha, ispec)
+            rgba, meta["foreground_model"] = self.foreground(image, alpha, amount, params, progress)
+            if layer_alpha is not None:
+                rgba[..., 3] *= layer_alpha
+            out.buffers["foreground"] = encode_foreground(rgba, ispec)
             timings["foreground_s"] = time.perf_counter() - t2
         progress("encode", 0.99)
         meta["timings"] = {k: round(v, 4) for k, v in timings.items()}
@@ -277,6 +277,7 @@ class Engine:
         progress("preview", 0.35, buffers=[spec.to_json()], frames=[arr])
 
     def foreground(self, image: np.ndarray, alpha: np.ndarray, amount: float, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
+        """-> (decontaminated RGBA float32 (H, W, 4), the estimator's name)."""
         from . import foreground as fg
 
         # The `model` parameter names the alpha model; the colour estimator follows it only for "classical".
@@ -285,9 +286,23 @@ class Engine:
         if method == "classical":
             est = fg.estimate_foreground(image, alpha, progress=lambda f: progress("foreground", 0.82 + 0.15 * f))
         else:
-            est = self.runtime(method, params["device"]).predict(image, alpha=alpha)
-        rgba = fg.decontaminate(image, alpha, est, amount)
-        return rgba[..., :3], method
+            est = self.learned_foreground(image, alpha, method, params, lambda f: progress("foreground", 0.82 + 0.15 * f))
+        return fg.decontaminate(image, alpha, est, amount), method
+
+    def learned_foreground(self, image: np.ndarray, alpha: np.ndarray, method: str, params: dict[str, Any], progress: Callable[[float], None]) -> np.ndarray:
+        """The colour network on tiles around the soft pixels only; elsewhere F is the image (alpha 0 or 1)."""
+        import cv2
+
+        from . import foreground as fg, tiling
+
+        rt = self.runtime(method, params["device"])
+        soft = cv2.dilate(fg.soft_region(alpha).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+
+        def tile(box: tiling.Box) -> np.ndarray:
+            y0, y1, x0, x1 = box
+            return rt.predict(image[y0:y1, x0:x1], alpha=alpha[y0:y1, x0:x1])
+
+        return tiling.run_tiled(tile, alpha.shape, soft, image, tile=config.TILE_PX, overlap=config.TILE_OVERLAP_PX, progress=progress)
 
 
 def uncertain_trimap(alpha: np.ndarray, radius: int) -> np.ndarray:

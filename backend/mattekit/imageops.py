@@ -70,14 +70,24 @@ def from_float(arr: np.ndarray, dtype: np.dtype | type | str) -> np.ndarray:
 
     Integers: clipped to [0, 1], scaled, rounded half-up (x*max + 0.5, floored), NaN -> 0.
     Floats: cast only (no clipping, so out-of-range float data is preserved).
+    Integer conversion runs in float32 chunks into the preallocated output, so a 100 MP RGBA
+    frame needs no full-size temporaries (float32 is exact for these integers: < 2**24).
     """
     dt = np.dtype(dtype)
-    arr = np.asarray(arr, dtype=np.float32)
+    arr = np.asarray(arr)
     if dt in _INT_MAX:
-        m = _INT_MAX[dt]
-        clean = np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0)
-        scaled = np.floor(np.clip(clean, 0.0, 1.0).astype(np.float64) * m + 0.5)
-        return scaled.astype(dt)
+        m = np.float32(_INT_MAX[dt])
+        out = np.empty(arr.shape, dt)
+        src, dst = arr.reshape(-1), out.reshape(-1)
+        step = 1 << 22
+        for i in range(0, src.size, step):
+            c = np.nan_to_num(src[i:i + step].astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+            np.clip(c, 0.0, 1.0, out=c)
+            c *= m
+            c += np.float32(0.5)
+            np.floor(c, out=c)
+            dst[i:i + step] = c
+        return out
     if dt in _FLOAT_DTYPES:
         return arr.astype(dt)
     raise TypeError(f"unsupported dtype {dt}; expected uint8, uint16, float16 or float32")

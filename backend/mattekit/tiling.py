@@ -64,24 +64,25 @@ def run_tiled(
     overlap: int,
     progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
-    """Blend fn(box) → float32 (box h, box w) over the tiles touching `band`; `base` elsewhere.
+    """Blend fn(box) over the tiles touching `band`; `base` elsewhere.
 
-    shape: (H, W). band: bool (H, W), where the result comes from fn. base: float32 (H, W),
-    the value outside the band (e.g. the coarse alpha or the guidance).
-    Peak extra memory: two float32 (H, W) accumulators plus one tile's working set.
+    shape: (H, W). band: bool (H, W), where the result comes from fn. base: float32 (H, W) or
+    (H, W, C), the value outside the band (e.g. the coarse alpha, or the image's colours);
+    fn(box) returns the same kind of array for the box.
+    Peak extra memory: one float32 accumulator like `base` plus (H, W) weights and one tile's working set.
     """
     h, w = shape
     todo = tiles_touching(band, grid_tiles(h, w, tile, overlap))
-    acc = np.zeros((h, w), np.float32)
+    acc = np.zeros(base.shape, np.float32)
     wsum = np.zeros((h, w), np.float32)
     for i, box in enumerate(todo):
         y0, y1, x0, x1 = box
         wt = feather(box, h, w, overlap)
-        acc[y0:y1, x0:x1] += wt * fn(box)
+        acc[y0:y1, x0:x1] += (wt if base.ndim == 2 else wt[..., None]) * fn(box)
         wsum[y0:y1, x0:x1] += wt
         if progress is not None:
             progress((i + 1) / len(todo))
     out = base.astype(np.float32, copy=True)
     sel = band & (wsum > 0)
-    out[sel] = acc[sel] / wsum[sel]
+    out[sel] = acc[sel] / (wsum[sel] if base.ndim == 2 else wsum[sel][:, None])
     return out
