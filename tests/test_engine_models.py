@@ -164,3 +164,22 @@ def test_portrait_prefers_people_models_and_general_avoids_them(mk_env):
     assert e.choose_method("trimap_free", "portrait") == "b-people"
     assert e.choose_method("trimap_free", "general") == "a-general"
     assert e.choose_method("trimap_free", "auto") == "a-general"
+
+
+def test_auto_skips_weights_marked_unfit_but_they_stay_selectable(mk_env):
+    from mattekit.engine import Engine
+    from mattekit.models import prn
+
+    _register("weak-prn", "prn", prn.light_config())
+    _register("weak-subject", "gfm", backbone="mobilenetv2", light_width=16)
+    from mattekit.models.checkpoints import read_registry, _write_registry
+    from mattekit import config as cfg
+
+    reg = read_registry(cfg.user_weights_dir())
+    for name in reg:
+        reg[name]["auto"] = False
+    _write_registry(cfg.user_weights_dir(), reg)
+    e = Engine()
+    assert e.choose_method("guided", "auto") == "classical"  # classical beats the weak refiner
+    assert e.choose_method("guided", "weak-prn") == "weak-prn"  # still there by name
+    assert e.choose_method("trimap_free", "auto") == "weak-subject"  # better than no subject model at all

@@ -10,7 +10,9 @@ import pytest
 from mattekit.models.checkpoints import sha256_file
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "backend" / "mattekit" / "weights"
-SHIPPED = {"mattekit-prn-light": "guided", "mattekit-subject-light": "trimap_free", "mattekit-fgnet-light": "foreground"}
+# mattekit-fgnet-light was trained but not shipped: it lost to the classical estimator
+# (docs/benchmarks.md, "Shipped models vs classical"), so Decontaminate stays classical.
+SHIPPED = {"mattekit-prn-light": "guided", "mattekit-subject-light": "trimap_free"}
 REGISTRY = json.loads((WEIGHTS / "registry.json").read_text()) if (WEIGHTS / "registry.json").is_file() else {}
 
 pytestmark = pytest.mark.skipif(not set(SHIPPED) <= set(REGISTRY), reason="shipped weights not exported")

@@ -90,6 +90,7 @@ class Engine:
         #: False: classical methods only (no weights are looked up), e.g. for a baseline daemon.
         self.learned = learned
         self.people_models: set[str] = set()
+        self.not_auto: set[str] = set()
         self._runtimes: dict[str, Any] = {}
         #: Things the user must be told about the current job (e.g. a GPU fallback), sent in the result.
         self.warnings: list[str] = []
@@ -115,6 +116,7 @@ class Engine:
         """Installed weights by task, plus the always-available classical methods."""
         by_task: dict[str, list[str]] = {"trimap_free": [], "guided": ["classical"], "foreground": ["classical"]}
         self.people_models: set[str] = set()
+        self.not_auto: set[str] = set()
         if not self.learned:
             return by_task
         try:
@@ -124,38 +126,44 @@ class Engine:
                 task = entry.get("task") or _task_of_arch(entry.get("arch", ""))
                 if task in by_task:
                     by_task[task].append(name)
-                if entry.get("subjects") == "people" or entry.get("arch") in PEOPLE_ARCHS:
+                if entry.get("subjects", "people" if entry.get("arch") in PEOPLE_ARCHS else "general") == "people":
                     self.people_models.add(name)
+                # Weights whose measured quality does not beat the classical path (or a better model)
+                # say so in their registry entry; `auto` then uses them only when nothing else exists.
+                if entry.get("auto") is False:
+                    self.not_auto.add(name)
         except Exception as exc:  # no weights registry yet, or torch missing
             log.debug("no learned models: %s", exc)
         return by_task
 
     def choose_method(self, task: str, requested: str) -> str:
-        """The weights name (or 'classical') to use for ``task`` given the request's ``model``."""
+        """The weights name (or 'classical') to use for ``task`` given the request's ``model``.
+
+        auto: learned weights marked fit for auto, then the classical method, then other weights.
+        portrait / general: the same, with people-only models first / last.
+        """
         avail = self.available_models()[task]
-        learned = [m for m in avail if m != "classical"]
-        if requested == "classical":
-            if "classical" not in avail:
+        if requested == "classical" or requested in avail:
+            if requested not in avail:
                 raise P.ProtocolError(P.E_NO_MODEL, f"there is no classical method for {task}")
-            return "classical"
-        if requested in ("auto", "general", "portrait"):
-            # Portrait: a people model (the selfie prior, MODNet) first; general: everything else first.
-            is_portrait = [m for m in learned if m in self.people_models]
-            others = [m for m in learned if m not in is_portrait]
-            pick = (is_portrait + others) if requested == "portrait" else (others + is_portrait)
-            if pick:
-                return pick[0]
-            if "classical" in avail:
-                return "classical"
-            raise P.ProtocolError(
-                P.E_NO_MODEL,
-                "Select Subject needs a subject model and none is installed. Install the shipped weights "
-                "(reinstall mattekit from a full checkout), train one with `mattekit-train`, or import an official "
-                "checkpoint with `mattekit models import modnet|gfm PATH`.",
-            )
-        if requested in avail:
             return requested
-        raise P.ProtocolError(P.E_NO_MODEL, f"model {requested!r} is not installed for {task}; installed: {avail}")
+        if requested not in ("auto", "general", "portrait"):
+            raise P.ProtocolError(P.E_NO_MODEL, f"model {requested!r} is not installed for {task}; installed: {avail}")
+        learned = [m for m in avail if m != "classical"]
+        if requested != "auto":
+            people = [m for m in learned if m in self.people_models]
+            others = [m for m in learned if m not in self.people_models]
+            learned = people + others if requested == "portrait" else others + people
+        order = [m for m in learned if m not in self.not_auto] + [m for m in avail if m == "classical"]
+        order += [m for m in learned if m in self.not_auto]
+        if order:
+            return order[0]
+        raise P.ProtocolError(
+            P.E_NO_MODEL,
+            "Select Subject needs a subject model and none is installed. Run `mattekit models fetch selfie` "
+            "(portraits), reinstall mattekit from a full checkout (shipped weights), train one with "
+            "`mattekit-train`, or import an official checkpoint with `mattekit models import modnet|gfm PATH`.",
+        )
 
     def runtime(self, name: str, device: str) -> Any:
         key = f"{name}@{device}"
@@ -261,8 +269,7 @@ class Engine:
             self.send_preview(coarse, progress)
         up = imageops.resize_linear(coarse, (h, w)) if scale < 1 else coarse
         trimap = uncertain_trimap(up, radius=max(2, int(np.ceil(1 / scale))))
-        refiners = [m for m in self.available_models()["guided"] if m != "classical"]
-        refiner = refiners[0] if refiners else "classical"
+        refiner = self.choose_method("guided", "auto")
         progress("refine", 0.4, model=refiner)
         alpha = self.solve_band(image, trimap, up, refiner, params, lambda f: progress("refine", 0.4 + 0.4 * f, model=refiner))
         return np.clip(alpha, 0, 1).astype(np.float32), f"{method}+{refiner}"

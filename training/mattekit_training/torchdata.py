@@ -1,6 +1,6 @@
 """torch Datasets for training, built from recipe dicts (the `[data]` tables of a TOML recipe).
 
-`build_dataset(spec, seed)` understands four kinds:
+`build_dataset(spec, seed)` understands five kinds:
 
 - ``{"kind": "composite", "foregrounds": "synthetic" | DATASET_SPEC, "backgrounds": "shared" |
   "shared-val" | "procedural" | FOLDER, "crop": 512, "rssn": true, "gca": true,
@@ -20,6 +20,10 @@
   procedural alpha; ``foreground`` is a valid label on the whole image.
 - ``{"kind": "mix", "parts": [spec, ...], "weights": [w, ...], "length": N}`` — each item
   drawn from one part with the given probabilities (parts must share ``crop``).
+- ``{"kind": "cached", "source": SPEC, "items": 800, "crop": 192, "guidance": "mg_perturb"}``
+  — ``items`` items of any other spec rendered once into ``~/.cache/mattekit/data/KEY/*.npy``
+  (`render_cache`), then served as random crops + flips with a fresh guidance per item
+  (see `CachedDataset`); ``python -m mattekit_training.torchdata RECIPE`` pre-renders.
 
 Every item is a dict with **all** of these keys (zeros where a source lacks the label;
 the ``has_*`` flags say which are real), so items from different kinds batch together:
@@ -55,6 +59,9 @@ iterating epoch e (non-persistent workers pick it up; `build_loader` does this).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -366,10 +373,6 @@ def build_loader(dataset: SeededDataset, batch_size: int, epoch: int = 0, num_wo
 
 
 # ----------------------------------------------------------------------------- cached kind
-
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
 
 #: Arrays stored per cached item (uint8 unless noted); "flags" is (N, 3) bool: has_alpha,
 #: has_trimap, has_fg.
