@@ -64,7 +64,8 @@ def _client(args: argparse.Namespace, autostart: bool = True):
 def _progress_bar(desc: str):
     from tqdm import tqdm
 
-    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}", file=sys.stderr)
+    # disable=None: a bar on a terminal, silence in logs (no carriage-return spam).
+    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}", file=sys.stderr, disable=None)
 
     def update(stage: str, fraction: float, header: dict) -> None:
         bar.n = int(round(fraction * 100))
