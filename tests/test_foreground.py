@@ -2,17 +2,11 @@ import numpy as np
 import pytest
 
 from mattekit import foreground
+from synth import soft_disc
 
 
 def synth(h, w, radius, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = np.hypot(yy - h / 3, xx - w / 3)
-    alpha = np.clip((radius - r) / 5 + 0.5, 0, 1).astype(np.float32)
-    fg = np.stack([0.8 + 0.1 * np.sin(xx / 9), 0.3 + 0.1 * np.cos(yy / 7), 0.2 + 0 * xx], -1).astype(np.float32)
-    bg = (0.3 + 0.4 * rng.random((h, w, 3))).astype(np.float32)
-    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
-    return image.astype(np.float32), alpha, fg
+    return soft_disc(h, w, radius, seed=seed, centre=(h / 3, w / 3))
 
 
 def test_region_restricted_estimate_matches_full_frame():

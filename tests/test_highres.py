@@ -6,18 +6,11 @@ import pytest
 from mattekit import config, foreground
 from mattekit import protocol as P
 from mattekit.engine import Engine
+from synth import soft_disc
 
 
 def synth(h, w, radius, seed=0, ramp=5.0):
-    """A soft disc of a smooth colour over noise: (image, alpha, true foreground)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = np.hypot(yy - h / 2, xx - w / 2)
-    alpha = np.clip((radius - r) / ramp + 0.5, 0, 1).astype(np.float32)
-    fg = np.stack([0.8 + 0.1 * np.sin(xx / 9), 0.3 + 0.1 * np.cos(yy / 7), 0.2 + 0 * xx], -1).astype(np.float32)
-    bg = (0.3 + 0.4 * rng.random((h, w, 3))).astype(np.float32)
-    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
-    return image.astype(np.float32), alpha, fg
+    return soft_disc(h, w, radius, seed=seed, ramp=ramp)
 
 
 def test_band_limited_foreground_equals_full_frame_inside_the_band():
