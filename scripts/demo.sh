@@ -9,11 +9,12 @@ mk=.venv/bin/mattekit
 # A private endpoint, so the demo never talks to (or stops) a daemon the user already runs.
 export MATTEKIT_ENDPOINT="ipc://${XDG_RUNTIME_DIR:-/tmp}/mattekit-demo-$$/daemon.sock"
 trap '$mk stop >/dev/null 2>&1 || true' EXIT
-if $mk select examples/astronaut.jpg --model portrait --output cutout \
-        -o "$out/astronaut_cutout.png" --sheet "$out/astronaut_sheet.png"; then
+if $mk models list | grep -q '^  selfie:'; then
+    $mk select examples/astronaut.jpg --model portrait --output cutout \
+        -o "$out/astronaut_cutout.png" --sheet "$out/astronaut_sheet.png"
     echo "Select Subject: wrote $out/astronaut_cutout.png (RGBA cut-out) and $out/astronaut_sheet.png (contact sheet)"
 else
-    echo "no subject model installed: refining the rough lasso in examples/astronaut_guidance.png instead"
+    echo "the portrait prior is not installed (mattekit models fetch selfie): refining the rough lasso in examples/astronaut_guidance.png instead"
     $mk refine examples/astronaut.jpg --guidance examples/astronaut_guidance.png --output cutout \
         -o "$out/astronaut_cutout.png" --sheet "$out/astronaut_sheet.png"
     echo "Refine Selection: wrote $out/astronaut_cutout.png and $out/astronaut_sheet.png"
