@@ -27,9 +27,9 @@ MAX_QUEUED_JOBS = 32
 #: a bigger request gets `too_large` before anything is decoded or allocated.
 MAX_JOB_BYTES = 16 * 2**30
 #: Working memory a job needs per image pixel, bytes: float32 image, alpha, trimap, foreground and
-#: the solver's temporaries. Measured: 136 B/px for a whole decontaminate job at 24 MP before the
-#: encoder stopped making float64 and RGBA copies (which saved ~60 B/px); 96 keeps a margin.
-JOB_BYTES_PER_PIXEL = 96
+#: the solver's temporaries. Measured (`python -m bench`): 52 B/px for a whole 24 MP decontaminate
+#: job; 64 leaves a margin for the refine solvers' tiles.
+JOB_BYTES_PER_PIXEL = 64
 
 #: The daemon sends a keep-alive `progress` for each queued or running job this often (seconds):
 #: it notices clients that went away, and clients notice a daemon that died.
