@@ -182,11 +182,19 @@ class Engine:
         specs_by = {s.name: s for s in specs}
         ispec = specs_by["image"]
         self.warnings = []
-        t0 = time.perf_counter()
-        progress("decode", 0.02)
-        image, layer_alpha = decode_image(inputs["image"], ispec)
-        timings = {"decode_s": time.perf_counter() - t0}
         meta: dict[str, Any] = {"job": op}
+        timings: dict[str, float] = {}
+        coarse = None
+        if op == "select_subject":
+            # The subject model needs only a working-size image: run it (and send the preview)
+            # before the full-resolution decode, so the editor sees something at once.
+            t = time.perf_counter()
+            coarse, subject = self.coarse_subject(inputs["image"], ispec, params, progress)
+            timings["subject_s"] = time.perf_counter() - t
+        t0 = time.perf_counter()
+        progress("decode", 0.36 if coarse is not None else 0.02)
+        image, layer_alpha = decode_image(inputs["image"], ispec)
+        timings["decode_s"] = time.perf_counter() - t0
 
         guidance = None
         if "guidance" in inputs:
@@ -206,7 +214,7 @@ class Engine:
         elif op == "refine":
             alpha, meta["model"] = self.refine(image, guidance, params, progress)
         else:  # select_subject
-            alpha, meta["model"] = self.select_subject(image, guidance, params, progress)
+            alpha, meta["model"] = self.select_subject(image, coarse, subject, params, progress)
         timings["alpha_s"] = time.perf_counter() - t1
 
         out = EngineOutput(meta=meta)
@@ -253,21 +261,36 @@ class Engine:
 
         return tiling.run_tiled(tile, trimap.shape, band, trimap, tile=config.TILE_PX, overlap=config.TILE_OVERLAP_PX, progress=progress)
 
-    def select_subject(self, image: np.ndarray, guidance: np.ndarray | None, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
-        """Coarse-to-fine: subject model at working size, then full-resolution alpha in the uncertain band only."""
-        from . import refine
+    def coarse_subject(self, wire: np.ndarray, spec: P.BufferSpec, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
+        """The subject model's alpha at working size (long side <= SUBJECT_WORKING_SIDE), from the wire image.
+
+        The area downscale runs on the wire array (8/16-bit or float) before any full-size float
+        copy exists, which is most of the time to the preview at 12+ MP.
+        """
+        import cv2
 
         if params["model"] == "classical":
             raise P.ProtocolError(P.E_NO_MODEL, "Select Subject has no classical method: it needs a subject model")
         method = self.choose_method("trimap_free", params["model"])
-        h, w = image.shape[:2]
         progress("subject", 0.05, model=method)
+        h, w = wire.shape[:2]
         scale = min(1.0, config.SUBJECT_WORKING_SIDE / max(h, w))
-        small = imageops.resize_area(image, (max(1, round(h * scale)), max(1, round(w * scale)))) if scale < 1 else image
-        coarse = self.runtime(method, params["device"]).predict(small)
+        small = wire
+        if scale < 1:
+            src = wire if wire.dtype != np.float16 else wire.astype(np.float32)  # cv2 has no float16 resize
+            small = cv2.resize(np.ascontiguousarray(src), (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            small = small.reshape(small.shape[:2] + (wire.shape[2],))
+        small_image, _ = decode_image(small, spec)
+        coarse = self.runtime(method, params["device"]).predict(small_image)
         if params["preview"]:
             self.send_preview(coarse, progress)
-        up = imageops.resize_linear(coarse, (h, w)) if scale < 1 else coarse
+        return coarse, method
+
+    def select_subject(self, image: np.ndarray, coarse: np.ndarray, method: str, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
+        """Coarse-to-fine: the working-size alpha upsampled, then full-resolution alpha in the uncertain band only."""
+        h, w = image.shape[:2]
+        scale = coarse.shape[0] / h
+        up = imageops.resize_linear(coarse, (h, w)) if coarse.shape != (h, w) else coarse
         trimap = uncertain_trimap(up, radius=max(2, int(np.ceil(1 / scale))))
         refiner = self.choose_method("guided", "auto")
         progress("refine", 0.4, model=refiner)
