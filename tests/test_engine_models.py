@@ -183,3 +183,13 @@ def test_auto_skips_weights_marked_unfit_but_they_stay_selectable(mk_env):
     assert e.choose_method("guided", "auto") == "classical"  # classical beats the weak refiner
     assert e.choose_method("guided", "weak-prn") == "weak-prn"  # still there by name
     assert e.choose_method("trimap_free", "auto") == "weak-subject"  # better than no subject model at all
+
+
+def test_select_subject_inside_a_selection_stays_inside_it(model_daemon):
+    _, c = model_daemon
+    img, _ = _image()
+    h, w = img.shape[:2]
+    sel = np.zeros((h, w), np.uint8)
+    sel[:, : w // 2] = 255  # only the left half
+    res = c.run_job("select_subject", {"image": (img, "RGB", "srgb"), "guidance": (sel, "Y", "srgb")}, {"band_px": 10})
+    assert not res.alpha[:, w // 2 + 6:].any()  # nothing beyond the selection grown by half the band

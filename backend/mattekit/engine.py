@@ -215,6 +215,8 @@ class Engine:
             alpha, meta["model"] = self.refine(image, guidance, params, progress)
         else:  # select_subject
             alpha, meta["model"] = self.select_subject(image, coarse, subject, params, progress)
+            if guidance is not None:
+                alpha = within_selection(alpha, guidance, params["band_px"])
         timings["alpha_s"] = time.perf_counter() - t1
 
         out = EngineOutput(meta=meta)
@@ -333,6 +335,22 @@ class Engine:
             return rt.predict(image[y0:y1, x0:x1], alpha=alpha[y0:y1, x0:x1])
 
         return tiling.run_tiled(tile, alpha.shape, soft, image, tile=config.TILE_PX, overlap=config.TILE_OVERLAP_PX, progress=progress)
+
+
+def within_selection(alpha: np.ndarray, guidance: np.ndarray, band_px: int | None) -> np.ndarray:
+    """Select Subject inside a selection: alpha limited to the selection grown by the band width.
+
+    Growing by the band keeps a subject edge that the quick selection cut through (hair just outside).
+    """
+    import cv2
+
+    from .refine import default_band_px
+
+    h, w = alpha.shape
+    r = max(1, (band_px or default_band_px(h, w)) // 2)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    region = cv2.dilate((guidance >= 0.5).astype(np.uint8), k) > 0
+    return np.where(region, alpha, 0.0).astype(np.float32)
 
 
 def uncertain_trimap(alpha: np.ndarray, radius: int) -> np.ndarray:
