@@ -35,11 +35,17 @@ class EngineOutput:
 # --------------------------------------------------------------------------- wire <-> conventions
 
 
+def _finite_float(arr: np.ndarray, spec: P.BufferSpec) -> np.ndarray:
+    """Wire array → float32 in [0, 1] scale; NaN/Inf is the request's fault (`bad_values`), not ours."""
+    x = imageops.to_float(arr)
+    if not imageops.is_finite(x):
+        raise P.ProtocolError(P.E_BAD_VALUES, f"'{spec.name}' contains NaN or Inf values")
+    return x
+
+
 def decode_image(arr: np.ndarray, spec: P.BufferSpec) -> tuple[np.ndarray, np.ndarray | None]:
     """Wire image (H, W, C) → (image float32 sRGB (H, W, 3) in [0, 1], layer alpha (H, W) or None)."""
-    x = imageops.to_float(arr)
-    if not np.isfinite(x).all():
-        raise P.ProtocolError(P.E_BAD_VALUES, f"'{spec.name}' contains NaN or Inf values")
+    x = _finite_float(arr, spec)
     rgb = x[..., :3]
     if spec.order.startswith("BGR"):
         rgb = rgb[..., ::-1]
@@ -53,10 +59,7 @@ def decode_image(arr: np.ndarray, spec: P.BufferSpec) -> tuple[np.ndarray, np.nd
 
 def decode_mask(arr: np.ndarray, spec: P.BufferSpec) -> np.ndarray:
     """Wire single-channel buffer → float32 (H, W) in [0, 1]."""
-    x = imageops.to_float(arr)[..., 0]
-    if not np.isfinite(x).all():
-        raise P.ProtocolError(P.E_BAD_VALUES, f"'{spec.name}' contains NaN or Inf values")
-    return np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
+    return np.clip(_finite_float(arr, spec)[..., 0], 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def snap_trimap(g: np.ndarray) -> np.ndarray:
@@ -115,8 +118,8 @@ class Engine:
     def available_models(self) -> dict[str, list[str]]:
         """Installed weights by task, plus the always-available classical methods."""
         by_task: dict[str, list[str]] = {"trimap_free": [], "guided": ["classical"], "foreground": ["classical"]}
-        self.people_models: set[str] = set()
-        self.not_auto: set[str] = set()
+        self.people_models = set()
+        self.not_auto = set()
         if not self.learned:
             return by_task
         try:
@@ -143,10 +146,10 @@ class Engine:
         portrait / general: the same, with people-only models first / last.
         """
         avail = self.available_models()[task]
-        if requested == "classical" or requested in avail:
-            if requested not in avail:
-                raise P.ProtocolError(P.E_NO_MODEL, f"there is no classical method for {task}")
+        if requested in avail:
             return requested
+        if requested == "classical":
+            raise P.ProtocolError(P.E_NO_MODEL, f"there is no classical method for {task}")
         if requested not in ("auto", "general", "portrait"):
             raise P.ProtocolError(P.E_NO_MODEL, f"model {requested!r} is not installed for {task}; installed: {avail}")
         learned = [m for m in avail if m != "classical"]
@@ -377,4 +380,10 @@ PEOPLE_ARCHS = ("selfie", "modnet")
 
 
 def _task_of_arch(arch: str) -> str:
-    return {"modnet": "trimap_free", "gfm": "trimap_free", "selfie": "trimap_free", "prn": "guided", "fgnet": "foreground"}.get(arch, "")
+    """The task an architecture was registered with (weights entries written before `task` existed)."""
+    from .models.registry import get_entry
+
+    try:
+        return get_entry(arch).task
+    except KeyError:
+        return ""
