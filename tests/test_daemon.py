@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import zmq
 from mattekit import protocol as P
 from mattekit.client import Client, DaemonUnavailable, MatteError
 from mattekit.daemon import Daemon, SetupError
+from netutil import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,18 +253,12 @@ def test_duplicate_job_id_is_refused(daemon, dealer):
 # ---------------------------------------------------------------- endpoints and lifecycle
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_tcp_loopback(start_daemon):
     from mattekit.engine import Engine
 
-    d = start_daemon(f"tcp://127.0.0.1:{_free_port()}", engine=Engine(learned=False))
+    d = start_daemon(f"tcp://127.0.0.1:{free_port()}", engine=Engine(learned=False))
     with Client(d.endpoint, token=d.token, retries=0) as c:
         img, alpha, g = composite()
         r = c.refine(to_u8(img), to_u8(g), band_px=12)

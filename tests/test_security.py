@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
 
 import numpy as np
@@ -15,14 +14,9 @@ from mattekit import protocol as P
 from mattekit.client import Client, DaemonUnavailable, MatteError
 from mattekit.daemon import Daemon, SetupError, is_loopback
 from test_reliability import FakeEngine, dealer, final_replies, job_frames, recv, tagged_image
+from netutil import free_port
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _wrong_tokens(tok: str) -> dict[str, object]:
@@ -154,7 +148,7 @@ def test_loopback_forms_are_recognised():
 
 
 def test_allow_remote_requires_curve_even_on_loopback(start_daemon):
-    d = start_daemon(f"tcp://127.0.0.1:{_free_port()}", allow_remote=True, engine=FakeEngine())
+    d = start_daemon(f"tcp://127.0.0.1:{free_port()}", allow_remote=True, engine=FakeEngine())
     key_file = config.config_dir() / "curve.public"
     assert d.curve and d.curve_public == key_file.read_bytes()
     assert stat.S_IMODE(os.stat(config.config_dir() / "curve.secret").st_mode) == 0o600

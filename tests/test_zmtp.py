@@ -17,14 +17,11 @@ from mattekit import zmtp
 from mattekit.client import Client
 from mattekit.daemon import Daemon
 from mattekit.editor_client import EditorClient, EditorError
+from netutil import free_port
 
 TOKEN = "test-token-zmtp"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(params=["ipc", "tcp"])
@@ -33,7 +30,7 @@ def daemon(request, monkeypatch):
     d = Path(tempfile.mkdtemp(prefix="mk-zmtp-"))
     monkeypatch.setenv("MATTEKIT_RUNTIME_DIR", str(d / "run"))
     monkeypatch.setenv("MATTEKIT_CONFIG_DIR", str(d / "cfg"))
-    endpoint = f"ipc://{d / 'run' / 'd.sock'}" if request.param == "ipc" else f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = f"ipc://{d / 'run' / 'd.sock'}" if request.param == "ipc" else f"tcp://127.0.0.1:{free_port()}"
     from mattekit.engine import Engine
 
     # The classical engine: this tests the transport, and its colours are deterministic.
