@@ -90,11 +90,9 @@ class Client(core.EditorClient):
 
     @property
     def token(self) -> str:
-        if self._token is None:
-            if self.autostart and not config.token_path().exists():
-                start_daemon(self.endpoint)  # the daemon creates the token on first start
-            self._token = read_token()
-        return self._token
+        if self._token is None and self.autostart and not config.token_path().exists():
+            start_daemon(self.endpoint)  # the daemon creates the token on first start
+        return super().token
 
     def hello(self, *, auth: bool | None = True) -> dict[str, Any]:
         return super().hello(auth=auth)
