@@ -351,7 +351,7 @@ def within_selection(alpha: np.ndarray, guidance: np.ndarray, band_px: int | Non
 
     h, w = alpha.shape
     r = max(1, (band_px or default_band_px(h, w)) // 2)
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    k = imageops.disk(r)
     region = cv2.dilate((guidance >= 0.5).astype(np.uint8), k) > 0
     return np.where(region, alpha, 0.0).astype(np.float32)
 
@@ -367,7 +367,7 @@ def uncertain_trimap(alpha: np.ndarray, radius: int) -> np.ndarray:
 
     unsure = ((alpha > config.UNCERTAIN_LOW) & (alpha < config.UNCERTAIN_HIGH)).astype(np.uint8)
     fg = (alpha >= 0.5).astype(np.uint8)
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    k = imageops.disk(radius)
     edge = cv2.dilate(fg, k) != cv2.erode(fg, k)
     band = (cv2.dilate(unsure, k) > 0) | edge
     trimap = fg.astype(np.float32)

@@ -93,6 +93,11 @@ def from_float(arr: np.ndarray, dtype: np.dtype | type | str) -> np.ndarray:
     raise TypeError(f"unsupported dtype {dt}; expected uint8, uint16, float16 or float32")
 
 
+def disk(radius: int) -> np.ndarray:
+    """uint8 elliptical structuring element of radius `radius` (side 2r+1), for cv2 morphology."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
 def _resize(arr: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
     h, w = int(size[0]), int(size[1])
     if h < 1 or w < 1:

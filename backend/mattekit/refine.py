@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from mattekit import config
+from mattekit.imageops import disk
 
 ProgressFn = Callable[[float], None]
 
@@ -28,10 +29,6 @@ TILE_MARGIN_PX = 16
 def default_band_px(h: int, w: int) -> int:
     """Default total width of the unknown band for an (h, w) image, in pixels."""
     return int(max(config.BAND_MIN_PX, round(min(h, w) * config.BAND_FRACTION)))
-
-
-def _ellipse(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def is_trimap(guidance: np.ndarray, tol: float = 1e-3) -> bool:
@@ -62,7 +59,7 @@ def guidance_to_trimap(guidance: np.ndarray, band_px: int) -> np.ndarray:
         return out.astype(np.float32)
     fg = (g >= 0.5).astype(np.uint8)
     radius = max(1, int(round(band_px / 2)))
-    kernel = _ellipse(radius)
+    kernel = disk(radius)
     # BORDER_REPLICATE: the image border is not an edge of the subject.
     dil = cv2.dilate(fg, kernel, borderType=cv2.BORDER_REPLICATE)
     ero = cv2.erode(fg, kernel, borderType=cv2.BORDER_REPLICATE)

@@ -35,6 +35,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mattekit.imageops import disk
+
 from . import metrics as M
 
 AlphaPipeline = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
@@ -126,10 +128,6 @@ def get_pipeline(name: str, task: str = "alpha", device: str = "auto", band_px: 
 # ----------------------------------------------------------------------------- guidance
 
 
-def _disk(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-
 def reference_mask(sample: Any) -> np.ndarray:
     """The binary subject the guidance kinds start from: alpha > 0.5, else the rough mask,
     else the trimap's known foreground (Pets: the subject without its unknown band)."""
@@ -147,7 +145,7 @@ def lasso(mask: np.ndarray) -> np.ndarray:
     simplified to a polygon with few vertices (approxPolyDP at 2 % of its perimeter)."""
     h, w = mask.shape
     grow = max(2, int(round(0.03 * min(h, w))))
-    m = cv2.dilate((mask > 0.5).astype(np.uint8), _disk(grow))
+    m = cv2.dilate((mask > 0.5).astype(np.uint8), disk(grow))
     contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     out = np.zeros((h, w), np.uint8)
     for c in contours:
@@ -191,7 +189,7 @@ def make_guidance(kind: str, sample: Any) -> np.ndarray | None:
         if name == "blur":
             return np.clip(cv2.GaussianBlur(ref, (0, 0), sigmaX=k, borderType=cv2.BORDER_REPLICATE), 0, 1)
         op = cv2.erode if name == "erode" else cv2.dilate
-        return op(ref.astype(np.uint8), _disk(int(round(k))), borderType=cv2.BORDER_REPLICATE).astype(np.float32)
+        return op(ref.astype(np.uint8), disk(int(round(k))), borderType=cv2.BORDER_REPLICATE).astype(np.float32)
     raise ValueError(f"unknown guidance kind {kind!r}; known: {', '.join(GUIDANCE_KINDS)}")
 
 
@@ -204,7 +202,7 @@ def trimap_from_alpha(alpha: np.ndarray, radius: int | None = None) -> np.ndarra
     h, w = alpha.shape
     r = radius if radius is not None else max(3, int(round(0.01 * min(h, w))))
     soft = ((alpha > 0) & (alpha < 1)).astype(np.uint8)
-    unknown = cv2.dilate(soft, _disk(r)) > 0
+    unknown = cv2.dilate(soft, disk(r)) > 0
     t = (alpha >= 0.5).astype(np.float32)
     t[unknown] = 0.5
     return t
