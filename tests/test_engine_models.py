@@ -193,3 +193,26 @@ def test_select_subject_inside_a_selection_stays_inside_it(model_daemon):
     sel[:, : w // 2] = 255  # only the left half
     res = c.run_job("select_subject", {"image": (img, "RGB", "srgb"), "guidance": (sel, "Y", "srgb")}, {"band_px": 10})
     assert not res.alpha[:, w // 2 + 6:].any()  # nothing beyond the selection grown by half the band
+
+
+def test_residual_foreground_net_gets_the_full_frame_estimate(mk_env, start_daemon):
+    """A colour net that corrects the classical estimate, untrained (zero correction), must give
+    the classical answer through the daemon: the engine hands it one full-frame estimate, so
+    the tiles (forced small here) change nothing."""
+    from mattekit.models import fgnet
+
+    _register("test-fgnet-residual", "fgnet", fgnet.residual_config())
+    d = start_daemon(engine=Engine())
+    img, disc = _image(130, 170)
+    from scipy.ndimage import gaussian_filter
+
+    alpha = (np.clip(gaussian_filter(disc, 4), 0, 1) * 255).astype(np.uint8)
+    with Client(d.endpoint, token=d.token, connect_timeout=30, retries=0, timeout=600) as c, \
+            pytest.MonkeyPatch.context() as mp:
+        mp.setattr(config, "TILE_PX", 64)
+        mp.setattr(config, "TILE_OVERLAP_PX", 16)
+        learned = c.decontaminate(img, alpha, outputs=["foreground"])
+        classical = c.decontaminate(img, alpha, model="classical", outputs=["foreground"])
+    assert learned.header["foreground_model"] == "test-fgnet-residual"
+    diff = np.abs(learned.foreground.astype(int) - classical.foreground.astype(int))
+    assert diff.max() <= 1, diff.max()

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from mattekit.models import create_model, get_entry
-from mattekit.models.fgnet import (FGNet, FGNetConfig, from_official_state_dict, light_config, official_config,
-                                   to_official_state_dict)
+from mattekit.foreground import estimate_foreground
+from mattekit.models.fgnet import (FGNet, FGNetConfig, from_official_state_dict, light_config, multilevel_base,
+                                   official_config, residual_config, to_official_state_dict)
 from mattekit.models.prn import normalize_image
 
 SLIM = dict(width=0.25, encoder_layers=(1, 1, 1, 1), decoder_layers=(1, 1, 1, 1))
@@ -92,3 +93,59 @@ def test_tiny_overfit_random_alpha_blending():
         opt.step()
         losses.append(loss.item())
     assert losses[0] / np.mean(losses[-5:]) > 3.0, losses
+
+
+RESIDUAL = dict(SLIM, base="multilevel")
+
+
+def test_residual_untrained_is_the_multilevel_estimate():
+    """Zero-initialised correction: before training the net returns exactly F_ml."""
+    image, alpha, _ = _rab_batch(n=2, h=70, w=90)
+    model = FGNet(FGNetConfig(**RESIDUAL)).eval()
+    fg = model.predict(image, alpha=alpha)
+    want = np.stack([estimate_foreground(image[i].permute(1, 2, 0).numpy(), alpha[i, 0].numpy())
+                     for i in range(2)])
+    np.testing.assert_allclose(fg.permute(0, 2, 3, 1).numpy(), want, atol=1e-6)
+    assert model.onnx_input_names == ("image", "alpha", "base")
+    assert FGNet(residual_config()).residual and not FGNet(light_config()).residual
+
+
+def test_residual_corrects_only_where_alpha_is_soft():
+    image, alpha, _ = _rab_batch(n=2, h=64, w=64, seed=1)
+    model = FGNet(FGNetConfig(**RESIDUAL)).eval()
+    torch.nn.init.normal_(model.decoder.refine_OS1[-1].weight, std=0.5)  # a non-zero correction
+    base = multilevel_base(image, alpha)
+    fg = model.predict(image, alpha=alpha, base=base)
+    soft = ((alpha > 0) & (alpha < 1 - 1 / 512)).expand_as(fg)
+    assert (fg - base)[soft].abs().max() > 1e-3
+    assert (fg - base)[~soft].abs().max() == 0
+    assert (fg - base).abs().max() <= model.config.max_correction + 1e-6
+
+
+def test_residual_needs_a_base_in_forward():
+    model = FGNet(FGNetConfig(**RESIDUAL))
+    with pytest.raises(ValueError, match="base"):
+        model(torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="base"):
+        FGNet(FGNetConfig(base="guess"))
+
+
+def test_residual_training_beats_the_multilevel_estimate():
+    """On RAB data the correction learns something F_ml gets wrong: its error drops below F_ml's."""
+    torch.manual_seed(0)
+    image, alpha, fg = _rab_batch(n=4, h=64, w=64, seed=2)
+    model = FGNet(FGNetConfig(**RESIDUAL)).train()
+    base = multilevel_base(image, alpha)
+    x = normalize_image(image)
+    covered = (alpha > 0).expand_as(fg)
+    start = (base - fg)[covered].abs().mean().item()
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    for _ in range(40):
+        loss = (model(x, alpha, base)["foreground"] - fg)[covered].abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        end = (model(x, alpha, base)["foreground"] - fg)[covered].abs().mean().item()
+    assert end < 0.8 * start, (start, end)

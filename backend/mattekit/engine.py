@@ -332,10 +332,14 @@ class Engine:
 
         rt = self.runtime(method, params["device"])
         soft = cv2.dilate(fg.soft_region(alpha).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        # A net that corrects the classical estimate gets one full-frame solve (its coarse
+        # levels see the whole picture) instead of one per tile.
+        base = fg.estimate_foreground(image, alpha) if getattr(rt.model, "residual", False) else None
 
         def tile(box: tiling.Box) -> np.ndarray:
             y0, y1, x0, x1 = box
-            return rt.predict(image[y0:y1, x0:x1], alpha=alpha[y0:y1, x0:x1])
+            b = None if base is None else base[y0:y1, x0:x1]
+            return rt.predict(image[y0:y1, x0:x1], alpha=alpha[y0:y1, x0:x1], base=b)
 
         return tiling.run_tiled(tile, alpha.shape, soft, image, tile=config.TILE_PX, overlap=config.TILE_OVERLAP_PX, progress=progress)
 

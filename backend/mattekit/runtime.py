@@ -216,13 +216,16 @@ class Runtime:
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, guidance: np.ndarray | None = None,
-                alpha: np.ndarray | None = None) -> np.ndarray:
+                alpha: np.ndarray | None = None, base: np.ndarray | None = None) -> np.ndarray:
         """image float32 (H, W, 3) sRGB in [0, 1] (+ guidance / alpha (H, W) in [0, 1] for guided /
-        foreground models) -> alpha float32 (H, W), or foreground float32 (H, W, 3), in [0, 1]."""
+        foreground models) -> alpha float32 (H, W), or foreground float32 (H, W, 3), in [0, 1].
+        base (H, W, 3): the classical foreground estimate, for foreground nets that correct it
+        (computed by the model when omitted)."""
         img = self._tensor(image, 3, "image", None)
         hw = tuple(image.shape[:2])
         g = self._tensor(guidance, 1, "guidance", hw)
         a = self._tensor(alpha, 1, "alpha", hw)
+        extra = {"base": self._tensor(base, 3, "base", hw)} if base is not None else {}
         if self.task == "guided" and g is None:
             raise ValueError(f"{self.model.registry_name} needs guidance (a mask or trimap)")
         if self.task == "foreground" and a is None:
@@ -231,7 +234,7 @@ class Runtime:
             img = img.contiguous(memory_format=torch.channels_last)
         ctx = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
         with ctx:
-            out = self.model.predict(img, guidance=g, alpha=a, forward=self.forward)
+            out = self.model.predict(img, guidance=g, alpha=a, forward=self.forward, **extra)
         out = out[0].float().clamp(0, 1).cpu().numpy()
         return out[0] if out.shape[0] == 1 else out.transpose(1, 2, 0)
 

@@ -47,14 +47,26 @@ class PRNMethod(Method):
 
 
 class FGNetMethod(Method):
-    """Foreground net: L1 + composition + Laplacian on the whole image (RAB data)."""
+    """Foreground net: L1 + composition + Laplacian on the whole image (RAB data).
+
+    The residual variant (base="multilevel") sees the classical estimate F_ml as well and is
+    scored only where alpha > 0: where alpha = 0 no colour can be recovered from the image, so
+    asking a correction of F_ml there would teach it to invent colour (the paper's net is scored
+    everywhere because RAB gives F everywhere)."""
 
     name = "fgnet"
 
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         x = normalise_input(self.model, batch["image"])
-        fg = self.net(x, batch["alpha"])["foreground"]
-        return L.foreground_loss(fg, batch["foreground"], batch["alpha"], batch["background"], batch["image"])
+        alpha, target = batch["alpha"], batch["foreground"]
+        if not getattr(self.model, "residual", False):
+            fg = self.net(x, alpha)["foreground"]
+            return L.foreground_loss(fg, target, alpha, batch["background"], batch["image"])
+        from mattekit.models.fgnet import multilevel_base
+
+        fg = self.net(x, alpha, multilevel_base(batch["image"], alpha))["foreground"]
+        fg = torch.where(alpha > 0, fg, target)  # alpha = 0: no error, no gradient
+        return L.foreground_loss(fg, target, alpha, batch["background"], batch["image"])
 
     def validation_target(self, batch: Batch):
         return ("foreground", batch["foreground"]) if "foreground" in batch else None
