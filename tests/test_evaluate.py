@@ -127,3 +127,29 @@ def test_foreground_task(tmp_path):
     # estimating F beats keeping the contaminated image colours
     assert est["mean"]["fg_mse"] < 0.5 * raw["mean"]["fg_mse"]
     assert est["mean"]["afg_sad"] < raw["mean"]["afg_sad"]
+
+
+def test_band_pipeline_refines_only_inside_the_guidance_band(mk_env):
+    """`band:NAME` scores a guided model as the daemon's refine runs it: the network inside the
+    guidance's unknown band, the guidance untouched outside it."""
+    import torch
+
+    from mattekit import refine
+    from mattekit.models import create_model, prn
+    from mattekit.models.checkpoints import save_weights
+
+    torch.manual_seed(0)
+    save_weights(create_model("prn", prn.light_config()).eval(), name="test-band-prn",
+                 meta={"licence": "test", "task": "guided"})
+    rng = np.random.default_rng(0)
+    image = rng.random((96, 128, 3)).astype(np.float32)
+    guidance = np.zeros((96, 128), np.float32)
+    guidance[20:80, 30:100] = 1
+    fn = E.get_pipeline("band:test-band-prn", device="cpu", band_px=12)
+    alpha = fn(image, guidance)
+    band = refine.unknown_region(refine.guidance_to_trimap(guidance, 12))
+    assert alpha.shape == guidance.shape
+    assert np.array_equal(alpha[~band], guidance[~band])
+    bare = E.get_pipeline("model:test-band-prn", device="cpu")(image, guidance)
+    np.testing.assert_allclose(alpha[band], bare[band], atol=1e-5)
+    assert np.abs(bare[~band] - guidance[~band]).max() > 0.01  # the bare net does change known pixels

@@ -3,6 +3,7 @@
     mattekit-eval --pipeline classical --data pets --split test --guidance trimap -o out/
     mattekit-eval --pipeline classical --data synthetic-val --guidance dilate:20
     mattekit-eval --pipeline model:prn --data synthetic-val --guidance tight
+    mattekit-eval --pipeline band:mattekit-prn-light --data synthetic-val --guidance tight   # as the daemon refines
     mattekit-eval --task foreground --pipeline classical --data synthetic-val
 
 Writes OUTDIR/report.json (per image + mean, raw and literature-scaled), report.csv
@@ -81,6 +82,25 @@ def runtime_alpha(name_or_path: str, device: str = "auto") -> AlphaPipeline:
     return run
 
 
+def band_alpha(name: str, device: str = "auto", band_px: int | None = None) -> AlphaPipeline:
+    """The daemon's Refine Selection with a registered guided model: the network's alpha only in
+    the guidance's unknown band (same band as the classical pipeline), the guidance elsewhere.
+    `model:NAME` scores the bare network over the whole image instead."""
+    from mattekit import refine
+    from mattekit.engine import Engine
+
+    engine = Engine()
+
+    def run(image: np.ndarray, guidance: np.ndarray | None) -> np.ndarray:
+        if guidance is None:
+            raise ValueError("the band pipeline needs guidance (use --guidance other than none)")
+        trimap = refine.guidance_to_trimap(guidance, band_px or refine.default_band_px(*guidance.shape))
+        return engine.solve_band(image, trimap, np.clip(guidance, 0, 1).astype(np.float32), name,
+                                 {"device": device}, lambda f: None)
+
+    return run
+
+
 def runtime_foreground(name_or_path: str, device: str = "auto") -> ForegroundPipeline:
     from mattekit.runtime import load_runtime
 
@@ -112,13 +132,16 @@ def _is_model_ref(name: str) -> str | None:
 
 
 def get_pipeline(name: str, task: str = "alpha", device: str = "auto", band_px: int | None = None) -> Callable:
-    """Resolve a pipeline name: a registry key, `model:NAME`, or a weights path."""
+    """Resolve a pipeline name: a registry key, `model:NAME`, `band:NAME` (alpha only: as the
+    daemon's refine runs it), or a weights path."""
     registry: dict[str, Callable] = ALPHA_PIPELINES if task == "alpha" else FOREGROUND_PIPELINES
     if name in registry:
         fn = registry[name]
         if fn is classical_alpha and band_px:
             return lambda image, guidance: classical_alpha(image, guidance, band_px)
         return fn
+    if task == "alpha" and name.startswith("band:"):
+        return band_alpha(name[len("band:"):], device, band_px)
     ref = _is_model_ref(name)
     if ref is not None:
         return runtime_alpha(ref, device) if task == "alpha" else runtime_foreground(ref, device)
@@ -416,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mattekit-eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", required=True,
-                   help="classical | guidance | model:NAME | PATH.safetensors (task foreground: classical | image | model:NAME)")
+                   help="classical | guidance | model:NAME | band:NAME | PATH.safetensors (task foreground: classical | image | model:NAME)")
     p.add_argument("--data", required=True, help="pets | coco128 | feral-cats | synthetic-val | FOLDER | LAYOUT:FOLDER")
     p.add_argument("--split", default="test", help="split of the built-in real sets (default: test)")
     p.add_argument("--guidance", default="auto", help="auto | trimap | tight | erode:K | dilate:K | blur:S | lasso | mask | none")
