@@ -68,3 +68,20 @@ def test_decontaminate_amounts():
     np.testing.assert_allclose(half[1:, :, :3], (image[1:] + fg[1:]) / 2, atol=1e-6)
     with pytest.raises(ValueError):
         foreground.decontaminate(image, alpha, fg, 1.5)
+
+
+def test_daemon_iterations_get_closer_to_the_truth_than_pymatting_defaults():
+    """`classical_foreground` iterates the same solver longer (config.FOREGROUND_ITERATIONS):
+    on a composite with exact F its colour error is lower than with pymatting's 2 iterations."""
+    from mattekit import config
+
+    assert config.FOREGROUND_ITERATIONS > 2
+    errs = []
+    for seed in range(3):
+        image, alpha, fg_true = soft_disc(120, 140, 30, seed=seed, ramp=25.0)
+        soft = foreground.soft_region(alpha)
+        daemon = foreground.classical_foreground(image, alpha)
+        default = foreground.estimate_foreground(image, alpha)
+        errs.append((np.square(daemon - fg_true)[soft].mean(), np.square(default - fg_true)[soft].mean()))
+    ours, base = np.mean(errs, axis=0)
+    assert ours < base, errs

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mattekit.models import create_model, get_entry
-from mattekit.foreground import estimate_foreground
+from mattekit.foreground import classical_foreground
 from mattekit.models.fgnet import (FGNet, FGNetConfig, from_official_state_dict, light_config, multilevel_base,
                                    official_config, residual_config, to_official_state_dict)
 from mattekit.models.prn import normalize_image
@@ -103,7 +103,7 @@ def test_residual_untrained_is_the_multilevel_estimate():
     image, alpha, _ = _rab_batch(n=2, h=70, w=90)
     model = FGNet(FGNetConfig(**RESIDUAL)).eval()
     fg = model.predict(image, alpha=alpha)
-    want = np.stack([estimate_foreground(image[i].permute(1, 2, 0).numpy(), alpha[i, 0].numpy())
+    want = np.stack([classical_foreground(image[i].permute(1, 2, 0).numpy(), alpha[i, 0].numpy())
                      for i in range(2)])
     np.testing.assert_allclose(fg.permute(0, 2, 3, 1).numpy(), want, atol=1e-6)
     assert model.onnx_input_names == ("image", "alpha", "base")

@@ -319,7 +319,7 @@ class Engine:
         method = self.choose_method("foreground", "classical" if params["model"] == "classical" else "auto")
         progress("foreground", 0.82, model=method)
         if method == "classical":
-            est = fg.estimate_foreground(image, alpha, progress=lambda f: progress("foreground", 0.82 + 0.15 * f))
+            est = fg.classical_foreground(image, alpha, progress=lambda f: progress("foreground", 0.82 + 0.15 * f))
         else:
             est = self.learned_foreground(image, alpha, method, params, lambda f: progress("foreground", 0.82 + 0.15 * f))
         return fg.decontaminate(image, alpha, est, amount), method
@@ -334,7 +334,7 @@ class Engine:
         soft = cv2.dilate(fg.soft_region(alpha).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
         # A net that corrects the classical estimate gets one full-frame solve (its coarse
         # levels see the whole picture) instead of one per tile.
-        base = fg.estimate_foreground(image, alpha) if getattr(rt.model, "residual", False) else None
+        base = fg.classical_foreground(image, alpha) if getattr(rt.model, "residual", False) else None
 
         def tile(box: tiling.Box) -> np.ndarray:
             y0, y1, x0, x1 = box

@@ -273,6 +273,7 @@ def estimate_foreground(
     margin: int = FOREGROUND_MARGIN_PX,
     tile: int | None = None,
     threads: int = FOREGROUND_THREADS,
+    iterations: int = 2,
 ) -> np.ndarray:
     """Foreground colour F with I = alpha F + (1 - alpha) B, solved only near soft pixels.
 
@@ -285,6 +286,8 @@ def estimate_foreground(
         `tile`-px grid cell holding a soft pixel is solved on the cell plus `margin` px of
         context (clipped at the border), `threads` cells at once; the coarse levels then see
         only the crop, which costs a little accuracy.
+    iterations: the solver's iterations per level above 32 px (pymatting's default 2; the
+        daemon uses `config.FOREGROUND_ITERATIONS`, see `classical_foreground`).
     Returns float32 (H, W, 3) in [0, 1]: the multi-level estimate where 0 < alpha < 1 - eps,
     the image's own colour everywhere else (exact where alpha = 1,
     which full-frame estimation only approximates).
@@ -307,7 +310,7 @@ def estimate_foreground(
     if tile is None or (h <= tile and w <= tile):
         # Whole frame in one call: the solver's coarse levels see the whole picture (best quality);
         # its cost follows the band.
-        fg = estimate_foreground_ml_band(image, alpha)  # the image itself outside 0 < alpha < 1 - eps
+        fg = estimate_foreground_ml_band(image, alpha, n_big_iterations=iterations)  # the image itself outside 0 < alpha < 1 - eps
         if progress is not None:
             progress(1.0)
         return fg
@@ -317,7 +320,7 @@ def estimate_foreground(
     def solve(core: tuple[int, int, int, int]) -> None:
         y0, y1, x0, x1 = core
         cy0, cy1, cx0, cx1 = max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin)
-        est = estimate_foreground_ml_band(image[cy0:cy1, cx0:cx1], alpha[cy0:cy1, cx0:cx1])
+        est = estimate_foreground_ml_band(image[cy0:cy1, cx0:cx1], alpha[cy0:cy1, cx0:cx1], n_big_iterations=iterations)
         est = est[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
         sel = soft[y0:y1, x0:x1]
         # Cores do not overlap, so threads never write the same pixel.
@@ -341,6 +344,16 @@ def estimate_foreground(
                     f.cancel()
                 raise
     return fg
+
+
+def classical_foreground(image: np.ndarray, alpha: np.ndarray, *, progress: ProgressFn | None = None) -> np.ndarray:
+    """The daemon's classical foreground colour: `estimate_foreground` with
+    `config.FOREGROUND_ITERATIONS` iterations per level (closer to the energy's minimum than
+    pymatting's default). image float (H, W, 3), alpha float (H, W), both in [0, 1] ->
+    float32 (H, W, 3) in [0, 1]."""
+    from . import config
+
+    return estimate_foreground(image, alpha, progress=progress, iterations=config.FOREGROUND_ITERATIONS)
 
 
 def decontaminate(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray, amount: float) -> np.ndarray:

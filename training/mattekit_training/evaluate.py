@@ -109,6 +109,14 @@ def runtime_foreground(name_or_path: str, device: str = "auto") -> ForegroundPip
 
 
 def classical_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """What the daemon does (`mattekit.foreground.classical_foreground`)."""
+    from mattekit.foreground import classical_foreground as daemon_foreground
+
+    return daemon_foreground(image, alpha)
+
+
+def multilevel_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Germer et al.'s multi-level estimate with pymatting's default iterations (band-limited): the baseline."""
     from mattekit.foreground import estimate_foreground
 
     return estimate_foreground(image, alpha)
@@ -119,6 +127,7 @@ ALPHA_PIPELINES: dict[str, AlphaPipeline] = {"classical": classical_alpha, "guid
 #: name -> callable(image, alpha) -> foreground
 FOREGROUND_PIPELINES: dict[str, ForegroundPipeline] = {
     "classical": classical_foreground,
+    "multilevel": multilevel_foreground,
     "image": lambda image, alpha: image,  # no decontamination: the baseline to beat
 }
 
@@ -439,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mattekit-eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", required=True,
-                   help="classical | guidance | model:NAME | band:NAME | PATH.safetensors (task foreground: classical | image | model:NAME)")
+                   help="classical | guidance | model:NAME | band:NAME | PATH.safetensors (task foreground: classical | multilevel | image | model:NAME)")
     p.add_argument("--data", required=True, help="pets | coco128 | feral-cats | synthetic-val | FOLDER | LAYOUT:FOLDER")
     p.add_argument("--split", default="test", help="split of the built-in real sets (default: test)")
     p.add_argument("--guidance", default="auto", help="auto | trimap | tight | erode:K | dilate:K | blur:S | lasso | mask | none")

@@ -66,13 +66,13 @@ def residual_config() -> FGNetConfig:
 
 
 def multilevel_base(image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """The classical estimate F_ml per image: image (N, 3, H, W), alpha (N, 1, H, W), both in
+    """The daemon's classical estimate F_ml (`foreground.classical_foreground`) per image: image (N, 3, H, W), alpha (N, 1, H, W), both in
     [0, 1] -> (N, 3, H, W) float32 in [0, 1] on image's device (computed on the CPU, numba)."""
-    from ..foreground import estimate_foreground
+    from ..foreground import classical_foreground
 
     img = image.detach().float().permute(0, 2, 3, 1).cpu().numpy()
     a = alpha.detach().float()[:, 0].clamp(0, 1).cpu().numpy()
-    est = [estimate_foreground(img[i], a[i]) for i in range(img.shape[0])]
+    est = [classical_foreground(img[i], a[i]) for i in range(img.shape[0])]
     return torch.from_numpy(np.stack(est)).permute(0, 3, 1, 2).contiguous().to(image.device)
 
 
