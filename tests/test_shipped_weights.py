@@ -10,7 +10,7 @@ import pytest
 from mattekit.models.checkpoints import sha256_file
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "backend" / "mattekit" / "weights"
-# mattekit-fgnet-light was trained but not shipped: it lost to the classical estimator
+# No colour net is shipped: neither fgnet form beat the classical estimator
 # (docs/benchmarks.md, "Shipped models vs classical"), so Decontaminate stays classical.
 SHIPPED = {"mattekit-prn-light": "guided", "mattekit-subject-light": "trimap_free"}
 REGISTRY = json.loads((WEIGHTS / "registry.json").read_text()) if (WEIGHTS / "registry.json").is_file() else {}
