@@ -85,3 +85,15 @@ def test_daemon_iterations_get_closer_to_the_truth_than_pymatting_defaults():
         errs.append((np.square(daemon - fg_true)[soft].mean(), np.square(default - fg_true)[soft].mean()))
     ours, base = np.mean(errs, axis=0)
     assert ours < base, errs
+
+
+def test_iterations_shrink_for_huge_soft_regions(monkeypatch):
+    from mattekit import config
+
+    alpha = np.zeros((100, 100), np.float32)
+    alpha[:, :10] = 0.5  # 1000 soft pixels
+    assert foreground.classical_iterations(alpha) == config.FOREGROUND_ITERATIONS
+    monkeypatch.setattr(config, "FOREGROUND_ITERATION_BUDGET", 5000)
+    assert foreground.classical_iterations(alpha) == 5
+    monkeypatch.setattr(config, "FOREGROUND_ITERATION_BUDGET", 10)
+    assert foreground.classical_iterations(alpha) == 2

@@ -70,6 +70,9 @@ DECONTAMINATE_AMOUNT = 1.0
 #: synthetic-val (F-MSE 0.00264 vs 0.00323, better on 85 % of images) for ~3x the solver time on
 #: a 512 px image (docs/benchmarks.md, "Decontaminate").
 FOREGROUND_ITERATIONS = 10
+#: ... but at most this many soft-pixel iterations per job (never fewer than pymatting's 2): a
+#: soft region of millions of pixels (a vague subject model's whole frame) keeps its speed.
+FOREGROUND_ITERATION_BUDGET = 20_000_000
 
 
 def runtime_dir() -> Path:

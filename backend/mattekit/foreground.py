@@ -348,12 +348,19 @@ def estimate_foreground(
 
 def classical_foreground(image: np.ndarray, alpha: np.ndarray, *, progress: ProgressFn | None = None) -> np.ndarray:
     """The daemon's classical foreground colour: `estimate_foreground` with
-    `config.FOREGROUND_ITERATIONS` iterations per level (closer to the energy's minimum than
+    `classical_iterations(alpha)` iterations per level (closer to the energy's minimum than
     pymatting's default). image float (H, W, 3), alpha float (H, W), both in [0, 1] ->
     float32 (H, W, 3) in [0, 1]."""
+    return estimate_foreground(image, alpha, progress=progress, iterations=classical_iterations(alpha))
+
+
+def classical_iterations(alpha: np.ndarray) -> int:
+    """`config.FOREGROUND_ITERATIONS`, fewer (down to 2) when the soft region is so large that they
+    would exceed `config.FOREGROUND_ITERATION_BUDGET` soft-pixel iterations."""
     from . import config
 
-    return estimate_foreground(image, alpha, progress=progress, iterations=config.FOREGROUND_ITERATIONS)
+    soft = max(1, int(np.count_nonzero(soft_region(np.asarray(alpha)))))
+    return int(max(2, min(config.FOREGROUND_ITERATIONS, config.FOREGROUND_ITERATION_BUDGET // soft)))
 
 
 def decontaminate(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray, amount: float) -> np.ndarray:
