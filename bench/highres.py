@@ -11,6 +11,7 @@ resolution, and I = αF + (1 − α)B is composed at full resolution.
 from __future__ import annotations
 
 import argparse
+import os
 import gc
 import math
 import re
@@ -336,8 +337,8 @@ def report(fg_rows: list[dict], refine_row: dict | None, select_row: dict | None
            mem_row: dict | None, desc: str) -> str:
     """The markdown section for docs/benchmarks.md."""
     out = [SECTION, "", f"Measured by `python -m bench` (`bench/highres.py`) in one process, ours and the baseline interleaved. "
-           f"Machine: {desc}. The machine was shared with a training run and other helpers (load average 4-13 on its 2 cores "
-           "during these runs): absolute times are pessimistic and noisy, the interleaved ratios are the point.", "",
+           f"Machine: {desc}; load average {os.getloadavg()[0]:.1f} when the report was written. "
+           "Absolute times move with other load on the machine; the interleaved ratios are the point.", "",
            "Composites have exact alpha and foreground: a procedural subject made at 1.5 MP, upscaled smoothly, "
            "with 1 px anti-aliased strands drawn at full resolution, over a textured background with full-resolution grain.", ""]
     out += ["### (a) Decontaminate: band-limited multi-level estimator vs pymatting `estimate_foreground_ml` (full frame)", "",
