@@ -86,17 +86,16 @@ def band_alpha(name: str, device: str = "auto", band_px: int | None = None) -> A
     """The daemon's Refine Selection with a registered guided model: the network's alpha only in
     the guidance's unknown band (same band as the classical pipeline), the guidance elsewhere.
     `model:NAME` scores the bare network over the whole image instead."""
-    from mattekit import refine
     from mattekit.engine import Engine
 
     engine = Engine()
+    params = {"model": name, "band_px": band_px, "device": device}
 
     def run(image: np.ndarray, guidance: np.ndarray | None) -> np.ndarray:
         if guidance is None:
             raise ValueError("the band pipeline needs guidance (use --guidance other than none)")
-        trimap = refine.guidance_to_trimap(guidance, band_px or refine.default_band_px(*guidance.shape))
-        return engine.solve_band(image, trimap, np.clip(guidance, 0, 1).astype(np.float32), name,
-                                 {"device": device}, lambda f: None)
+        alpha, _ = engine.refine(image, np.clip(guidance, 0, 1).astype(np.float32), params, lambda *a, **k: None)
+        return alpha
 
     return run
 
