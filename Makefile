@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 OUT ?= out
 
-.PHONY: setup demo test test-fast test-editors bench clean
+.PHONY: setup demo test test-fast test-editors fuzz bench clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ test: setup
 
 test-fast: setup
 	$(PYTEST) -m "not editor and not soak and not slow" -x -q
+
+# Randomised, ten times longer property search (CI's profile is fixed and derandomised: .ci/run).
+fuzz: setup
+	MATTEKIT_HYPOTHESIS_PROFILE=fuzz $(PYTEST) tests/test_fuzz.py tests/test_protocol.py -q -s
 
 test-editors: setup
 	$(PYTEST) -m editor

@@ -16,6 +16,15 @@ import tempfile
 import threading
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis profiles. CI (`.ci/run`) picks "ci": the same examples on every run, so a
+# submission is never refused or passed by chance. People get "dev" (random, a fresh
+# search each run) and `make fuzz` runs "fuzz" (random and ten times longer).
+settings.register_profile("ci", derandomize=True, database=None, max_examples=200, print_blob=True)
+settings.register_profile("dev", max_examples=200, print_blob=True)
+settings.register_profile("fuzz", max_examples=2000, database=None, print_blob=True)
+settings.load_profile(os.environ.get("MATTEKIT_HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture

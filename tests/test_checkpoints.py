@@ -137,7 +137,7 @@ def test_shipped_registry_is_valid():
 OFFICIAL_CASES = [
     ("modnet", "modnet", "photographic", "dataparallel"),
     ("mgmatting", "mgmatting_rs29_rsd22", None, "trainer"),
-    ("gfm", "gfm_r34_2b_tt", None, "bare"),  # variant guessed from the keys (r34 is the other)
+    pytest.param("gfm", "gfm_r34_2b_tt", None, "bare", marks=pytest.mark.slow),  # variant guessed from the keys (r34 is the other)
 ]
 
 

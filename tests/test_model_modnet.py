@@ -145,6 +145,7 @@ def _blob_composites(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.
     return img, torch.from_numpy(np.stack(alphas)[:, None]).float()
 
 
+@pytest.mark.slow
 def test_overfit_tiny_set():
     torch.manual_seed(0)
     model = create_model("modnet").train()

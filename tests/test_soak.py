@@ -151,6 +151,7 @@ def _check(report: dict) -> None:
     assert fd_e - fd_w <= FD_GROWTH, f"open fds grew from {fd_w} to {fd_e}"
 
 
+@pytest.mark.slow
 def test_soak_short(mk_env):
     _check(run_soak(f"ipc://{mk_env}/rt/s.sock", float(os.environ.get("MATTEKIT_SOAK_S", "30"))))
 

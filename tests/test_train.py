@@ -112,6 +112,7 @@ def test_resume_gives_the_same_next_losses(tmp_path):
 # ---------------------------------------------------------------- DDP
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_gloo(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "backend"), str(ROOT / "training")]),
                OMP_NUM_THREADS="1")

@@ -18,7 +18,6 @@ whose bundled Python may lack NumPy, can vendor it as it is. The NumPy helpers
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
@@ -238,7 +237,7 @@ def check_envelope(header: dict[str, Any]) -> None:
     """Version, op and id: what every request must have before anything else is read."""
     if "protocol" not in header:
         raise ProtocolError(E_VERSION, f"header lacks 'protocol'; this daemon speaks {PROTOCOL_VERSION}")
-    if header["protocol"] != PROTOCOL_VERSION or isinstance(header["protocol"], bool):
+    if type(header["protocol"]) is not int or header["protocol"] != PROTOCOL_VERSION:  # 1.0 and true are not 1
         raise ProtocolError(
             E_VERSION, f"protocol {header['protocol']!r} is not supported; this daemon speaks {PROTOCOL_VERSION}"
         )
@@ -260,8 +259,9 @@ def parse_buffer_spec(d: Any, *, max_pixels: int, max_side: int) -> BufferSpec:
     if w <= 0 or h <= 0:
         raise ProtocolError(E_BAD_PARAMS, f"buffer '{name}' has size {w}x{h}; sides must be positive")
     if w > max_side or h > max_side or w * h > max_pixels:
+        # Integer MP (not w*h/1e6): a JSON integer past 1e308 must not overflow a float here.
         raise ProtocolError(
-            E_TOO_LARGE, f"buffer '{name}' is {w}x{h} = {w * h / 1e6:.1f} MP; the limit is {max_pixels / 1e6:.0f} MP and {max_side} px a side"
+            E_TOO_LARGE, f"buffer '{name}' is {w}x{h} = {w * h // 10**6} MP; the limit is {max_pixels // 10**6} MP and {max_side} px a side"
         )
     dtype = d.get("dtype", "u8")
     order = d.get("order", "RGBA")
@@ -275,7 +275,7 @@ def parse_buffer_spec(d: Any, *, max_pixels: int, max_side: int) -> BufferSpec:
         raise ProtocolError(E_UNSUPPORTED, f"buffer '{name}': channel order {order!r} is not supported; use one of {list(ORDERS)}")
     if transfer not in TRANSFERS:
         raise ProtocolError(E_UNSUPPORTED, f"buffer '{name}': transfer {transfer!r} is not supported; use one of {list(TRANSFERS)}")
-    if "channels" in d and d["channels"] != ORDERS[order]:
+    if "channels" in d and (type(d["channels"]) is not int or d["channels"] != ORDERS[order]):
         raise ProtocolError(E_BAD_PARAMS, f"buffer '{name}': {d['channels']!r} channels do not match order {order}")
     stride = d.get("stride", 0)
     if not isinstance(stride, int) or isinstance(stride, bool) or stride < 0:
@@ -330,7 +330,8 @@ def check_job(op: str, params: Any, specs: Sequence[BufferSpec]) -> dict[str, An
         raise ProtocolError(E_BAD_PARAMS, "'band_px' must be null (auto) or an integer 1..1024")
     amt = p["amount"]
     if amt is not None:
-        if not isinstance(amt, (int, float)) or isinstance(amt, bool) or not math.isfinite(amt) or not 0 <= amt <= 1:
+        # Compared as given (no float()): a JSON integer past 1e308 is out of range, not an overflow.
+        if type(amt) not in (int, float) or not 0 <= amt <= 1:
             raise ProtocolError(E_BAD_PARAMS, "'amount' must be null or a number in [0, 1]")
     if p["alpha_dtype"] is not None and (not isinstance(p["alpha_dtype"], str) or p["alpha_dtype"] not in DTYPES):
         raise ProtocolError(E_UNSUPPORTED, f"'alpha_dtype' must be null or one of {list(DTYPES)}")
