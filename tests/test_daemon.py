@@ -350,3 +350,16 @@ def test_shutdown_op_stops_the_daemon(start_daemon):
     while time.time() < deadline and Path(d.endpoint[6:]).exists():
         time.sleep(0.1)
     assert not Path(d.endpoint[6:]).exists()
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 9), (9, 1), (2, 2)])
+def test_degenerate_sizes_with_soft_alpha_are_served(daemon, hw):
+    _, c = daemon
+    h, w = hw
+    img = np.full((h, w, 4), 255, np.uint8)
+    img[..., 0] = 40
+    soft = np.full((h, w), 128, np.uint8)
+    dec = c.decontaminate(img, soft, outputs=["foreground"])
+    assert dec.foreground.shape == (h, w, 4) and np.array_equal(dec.foreground[..., 3], soft)
+    ref = c.refine(img, soft, band_px=2)
+    assert ref.alpha.shape == (h, w) and ref.alpha.dtype == np.uint8

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mattekit import config
 from mattekit import protocol as P
 
 LIMITS = {"max_pixels": 200_000_000, "max_side": 65_535}
@@ -175,3 +176,35 @@ def test_job_defaults_filled():
 def test_nan_cannot_be_encoded():
     with pytest.raises(ValueError):
         P.encode_header({"x": float("nan")})
+
+
+def test_nesting_at_the_documented_limit_is_accepted_and_one_more_refused():
+    limit = config.MAX_HEADER_DEPTH  # the header object itself is level 1
+    inner = "[" * (limit - 1) + "1" + "]" * (limit - 1)
+    assert P.decode_header(f'{{"x":{inner}}}'.encode(), max_depth=limit)["x"]
+    with pytest.raises(P.ProtocolError) as e:
+        P.decode_header(f'{{"x":[{inner}]}}'.encode(), max_depth=limit)
+    assert e.value.code == P.E_BAD_JSON
+
+
+@pytest.mark.parametrize("value", ["1.0", "true", "1e999", "1e-999"])
+def test_the_version_must_be_the_integer_one(value):
+    header = json.loads(P.encode_header(P.make_header("ping")))
+    text = json.dumps(header).replace('"protocol": 1', f'"protocol": {value}')
+    with pytest.raises(P.ProtocolError) as e:
+        P.check_envelope(P.decode_header(text.encode()))
+    assert e.value.code == P.E_VERSION
+
+
+@pytest.mark.parametrize("field", ["width", "height"])
+def test_integers_past_float_range_are_refused_not_overflowed(field):
+    d = dict(name="image", width=4, height=4, dtype="u8", order="RGBA")
+    d[field] = 10**309
+    with pytest.raises(P.ProtocolError) as e:
+        P.parse_buffer_spec(d, max_pixels=config.MAX_PIXELS, max_side=config.MAX_SIDE)
+    assert e.value.code == P.E_TOO_LARGE
+    spec = P.parse_buffer_spec(dict(name="image", width=4, height=4), max_pixels=100, max_side=100)
+    for amount in (10**309, -(10**309)):
+        with pytest.raises(P.ProtocolError) as e:
+            P.check_job("refine", {"amount": amount}, [spec, P.BufferSpec("guidance", 4, 4, "u8", "Y", "srgb")])
+        assert e.value.code == P.E_BAD_PARAMS

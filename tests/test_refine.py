@@ -131,3 +131,19 @@ def test_tile_seeing_one_label_gets_the_constant_solution():
     out = refine.closed_form_in_band(image, tri, tile=8, margin=2)
     full = estimate_alpha_cf(image.astype(np.float64), tri.astype(np.float64))
     assert np.abs(out - full).max() < 0.02
+
+
+def test_pymatting_console_warnings_do_not_reach_stdout(monkeypatch, capsys, caplog):
+    import pymatting
+
+    from mattekit import refine
+
+    def noisy(image, trimap):
+        print("PERFORMANCE WARNING:\n    shift = 1e-4\nTry decreasing discard_threshold")
+        return trimap
+
+    monkeypatch.setattr(pymatting, "estimate_alpha_cf", noisy)
+    tri = np.zeros((4, 4))
+    with caplog.at_level("DEBUG", logger="mattekit.refine"):
+        assert np.array_equal(refine._solve_cf(np.zeros((4, 4, 3)), tri), tri)
+    assert capsys.readouterr().out == "" and "PERFORMANCE WARNING" in caplog.text

@@ -400,7 +400,8 @@ def test_kill_9_mid_job_is_reported_and_the_daemon_restarts_cleanly(mk_env):
     try:
         from mattekit.client import read_token
 
-        with Client(endpoint, token=read_token(), retries=0, silence_timeout=2.0, timeout=600) as c:
+        # Silence alone would take 600 s here: only the closed connection can report the death in time.
+        with Client(endpoint, token=read_token(), retries=0, silence_timeout=600, timeout=600) as c:
             killed = []
 
             def progress(stage, frac, h):
@@ -411,8 +412,12 @@ def test_kill_9_mid_job_is_reported_and_the_daemon_restarts_cleanly(mk_env):
             with pytest.raises(DaemonUnavailable) as e:
                 c.refine(tagged_image(1), np.zeros((16, 16), np.uint8), model="x", progress=progress)
         assert killed == [-signal.SIGKILL]
-        assert e.value.code == P.E_UNAVAILABLE and "went silent" in e.value.message and "mattekit serve" in e.value.message
+        assert e.value.code == P.E_UNAVAILABLE and "closed the connection" in e.value.message and "mattekit serve" in e.value.message
         assert Path(endpoint[6:]).exists()  # stale socket left behind by the killed daemon
+        # A stale socket fails on the first try, not after connect_timeout x tries of silence.
+        with Client(endpoint, token=read_token(), retries=2, connect_timeout=600) as c:
+            with pytest.raises(DaemonUnavailable, match="stale socket file"):
+                c.ping()
         proc = spawn_daemon(endpoint, "fast")
         with Client(endpoint, token=read_token(), retries=0) as c:
             assert c.ping()["pong"] is True
@@ -421,3 +426,51 @@ def test_kill_9_mid_job_is_reported_and_the_daemon_restarts_cleanly(mk_env):
         if proc.poll() is None:
             proc.terminate()
             proc.wait(30)
+
+
+class SlowStartEngine(FakeEngine):
+    """Its capabilities take until ``release`` is set, as a first torch import does."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    def capabilities(self):
+        assert self.release.wait(60)
+        return super().capabilities()
+
+
+def test_a_slow_capability_read_never_stalls_the_io_loop(start_daemon):
+    eng = SlowStartEngine()
+    d = start_daemon(engine=eng)
+    s = dealer(d.endpoint)
+    try:
+        hello = P.make_header("hello", token=d.token)
+        ping = P.make_header("ping", token=d.token)
+        s.send_multipart([P.encode_header(hello)])
+        s.send_multipart([P.encode_header(ping)])
+        h, _ = recv(s)
+        assert h["id"] == ping["id"] and h["pong"] is True  # answered while the capabilities are being read
+        eng.release.set()
+        h, _ = recv(s)
+        assert h["id"] == hello["id"] and h["models"]["guided"] == ["fake"]
+    finally:
+        eng.release.set()
+        s.close()
+
+
+def test_a_job_stopped_by_shutdown_is_not_reported_as_a_user_cancel(start_daemon):
+    eng = FakeEngine(steps=100_000, step_s=0.02)
+    d = start_daemon(engine=eng)
+    s = dealer(d.endpoint)
+    try:
+        jid, frames = job_frames(d.token, tag=1)
+        s.send_multipart(frames)
+        queued, frames = job_frames(d.token, tag=2)
+        s.send_multipart(frames)
+        assert eng.started.wait(30)
+        d.stop()  # what SIGTERM does
+        replies = final_replies(s, [jid, queued])
+        assert {r["code"] for r in replies.values()} == {P.E_SHUTTING_DOWN}, replies
+    finally:
+        s.close()

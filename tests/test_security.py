@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from mattekit import config
 from mattekit import protocol as P
 from mattekit.client import Client, DaemonUnavailable, MatteError
 from mattekit.daemon import Daemon, SetupError, is_loopback
+from mattekit.editor_client import EditorClient, EditorError
 from test_reliability import FakeEngine, dealer, final_replies, job_frames, recv, tagged_image
 from netutil import free_port
 
@@ -55,7 +60,8 @@ def test_every_op_but_hello_needs_the_token(start_daemon, op):
             s.send_multipart(frames)
             reply = final_replies(s, [header["id"]])[header["id"]]
             assert reply["op"] == "error" and reply["code"] == P.E_UNAUTHORIZED, (kind, reply)
-            assert str(config.token_path()) in reply["message"]
+            # Nothing about the token (not even where it lives) for a peer that lacks it.
+            assert str(config.token_path()) not in reply["message"] and "token" in reply["message"]
         assert not eng.calls and not d.jobs
         with Client(d.endpoint, token=d.token, retries=0) as c:
             assert c.ping()["pong"] is True  # shutdown without a token did not stop it
@@ -199,3 +205,137 @@ def test_model_names_are_looked_up_never_opened(daemon, model):
     with pytest.raises(MatteError) as e:
         c.refine(tagged_image(1), np.zeros((16, 16), np.uint8), model=model)
     assert e.value.code == P.E_NO_MODEL
+
+
+# ---------------------------------------------------------------- another local user (run as root: CI is)
+
+OTHER_UID = 65534  # nobody
+SYSTEM_PYTHON = "/usr/bin/python3"  # readable by every user, unlike a venv or pyenv under /root
+needs_second_uid = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(SYSTEM_PYTHON),
+    reason="needs root, setpriv and /usr/bin/python3 to act as a second user",
+)
+
+# Runs as the other user: create the victim's runtime dir first and listen in the daemon's place.
+SQUATTER = r"""
+import os, socket, sys
+d = sys.argv[1]
+os.makedirs(d, mode=0o777, exist_ok=True)
+os.chmod(d, 0o777)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(os.path.join(d, "daemon.sock"))
+os.chmod(os.path.join(d, "daemon.sock"), 0o777)
+s.listen(8)
+s.settimeout(float(sys.argv[2]))
+print("listening", flush=True)
+got = 0
+try:
+    while True:
+        c, _ = s.accept()
+        c.settimeout(2)
+        try:
+            got += len(c.recv(65536))
+        except OSError:
+            pass
+except socket.timeout:
+    pass
+print("received", got, flush=True)
+"""
+
+
+def as_other_user(*argv: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}", "--clear-groups", SYSTEM_PYTHON, "-I", *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw,
+    )
+
+
+@pytest.fixture
+def shared_base():
+    """A directory both users can enter (like /tmp, but private to this test)."""
+    base = tempfile.mkdtemp(prefix="mk-x-")
+    os.chmod(base, 0o1777)
+    yield Path(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_second_uid
+def test_a_squatted_runtime_dir_gets_neither_token_nor_pixels(shared_base, monkeypatch):
+    rt = shared_base / "rt"
+    monkeypatch.setenv("MATTEKIT_RUNTIME_DIR", str(rt))
+    monkeypatch.setenv("MATTEKIT_CONFIG_DIR", str(shared_base / "cfg"))
+    squatter = as_other_user("-c", SQUATTER, str(rt), "4")
+    try:
+        assert squatter.stdout.readline().strip() == "listening", squatter.stderr.read()
+        assert (rt / "daemon.sock").stat().st_uid == OTHER_UID
+        attempts = {
+            "pyzmq": lambda: Client(token="the-victims-secret", retries=0, connect_timeout=1).refine(tagged_image(1), np.zeros((16, 16), np.uint8)),
+            "zmtp": lambda: EditorClient(token="the-victims-secret", transport="zmtp", retries=0, connect_timeout=1).ping(),
+        }
+        for transport, attempt in attempts.items():
+            with pytest.raises(EditorError) as e:
+                attempt()
+            assert e.value.code == P.E_UNSAFE_ENDPOINT, transport
+            assert str(rt) in e.value.message and "nothing was sent" in e.value.message
+        # ... and our own daemon refuses to serve from there, saying what to do.
+        with pytest.raises(SetupError, match=f"belongs to uid {OTHER_UID}"):
+            Daemon(token="t", engine=FakeEngine()).bind()
+        out, _ = squatter.communicate(timeout=30)
+        assert out.split() == ["received", "0"], "the impostor received bytes"
+    finally:
+        squatter.kill()
+
+
+@needs_second_uid
+def test_the_default_runtime_dir_cannot_be_made_by_another_user(shared_base, monkeypatch):
+    home = shared_base / "home"
+    home.mkdir(mode=0o755)
+    for var in ("MATTEKIT_RUNTIME_DIR", "XDG_RUNTIME_DIR", "XDG_STATE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    rt = config.runtime_dir()
+    assert rt.is_relative_to(home), rt  # not in a shared directory such as /tmp
+    other = as_other_user("-c", "import os, sys; os.makedirs(sys.argv[1])", str(rt))
+    _, err = other.communicate(timeout=30)
+    assert other.returncode != 0 and "PermissionError" in err
+    assert not rt.exists()
+
+
+def test_two_daemons_with_different_runtime_dirs_cannot_share_an_endpoint(start_daemon, mk_env, monkeypatch):
+    first = start_daemon(engine=FakeEngine())
+    monkeypatch.setenv("MATTEKIT_RUNTIME_DIR", f"{mk_env}/other-rt")
+    second = Daemon(first.endpoint, token=first.token, engine=FakeEngine())
+    with pytest.raises(SetupError, match="already serving"):
+        second.bind()
+    with Client(first.endpoint, token=first.token, retries=0) as c:
+        assert c.ping()["pong"] is True  # the first one's socket is still there and served
+    assert not Path(f"{mk_env}/other-rt").exists() or not any(Path(f"{mk_env}/other-rt").iterdir())
+
+
+def test_a_refused_start_leaves_no_lock_file(mk_env):
+    endpoint = f"ipc://{mk_env}/rt/d.sock"
+    d = Daemon(endpoint, token="t", engine=FakeEngine())
+    os.makedirs(f"{mk_env}/rt/d.sock")  # a directory where the socket must go: bind fails
+    with pytest.raises(SetupError):
+        d.bind()
+    assert not Path(f"{mk_env}/rt/d.sock.lock").exists()
+
+
+def test_the_curve_key_is_not_logged(start_daemon, caplog):
+    with caplog.at_level("DEBUG", logger="mattekit.daemon"):
+        start_daemon(endpoint=f"tcp://127.0.0.1:{free_port()}", allow_remote=True, engine=FakeEngine())
+    public = (config.config_dir() / "curve.public").read_text()
+    assert "curve.public" in caplog.text and public not in caplog.text
+
+
+def test_the_cli_can_reach_a_curve_daemon_with_its_key(start_daemon, capsys, tmp_path):
+    from mattekit.cli import main
+
+    d = start_daemon(f"tcp://127.0.0.1:{free_port()}", allow_remote=True, engine=FakeEngine())
+    key_file = config.config_dir() / "curve.public"
+    assert main(["--endpoint", d.endpoint, "--server-key", str(key_file), "hello"]) == 0
+    assert '"ops"' in capsys.readouterr().out
+    bad = tmp_path / "key"
+    bad.write_text("short")
+    with pytest.raises(SystemExit, match="--server-key"):
+        main(["--endpoint", d.endpoint, "--server-key", str(bad), "hello"])

@@ -55,10 +55,18 @@ def write_image(path: str | Path, arr: np.ndarray) -> None:
 # --------------------------------------------------------------------------- commands
 
 
-def _client(args: argparse.Namespace, autostart: bool = True):
+def _client(args: argparse.Namespace, autostart: bool = True, **kw: Any):
     from .client import Client
 
-    return Client(args.endpoint, autostart=autostart, timeout=args.timeout)
+    key = None
+    if args.server_key:  # the daemon's CURVE public key (its curve.public), for --allow-remote daemons
+        try:
+            key = Path(args.server_key).read_bytes().strip()
+        except OSError as exc:
+            raise SystemExit(f"mattekit: --server-key {args.server_key}: {exc.strerror}") from None
+        if len(key) != 40:
+            raise SystemExit(f"mattekit: --server-key {args.server_key}: not a Z85 CURVE public key (40 characters)")
+    return Client(args.endpoint, autostart=autostart, timeout=args.timeout, server_key=key, **kw)
 
 
 def _progress_bar(desc: str):
@@ -125,10 +133,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .client import Client, MatteError
+    from .client import MatteError
 
     try:
-        with Client(args.endpoint, connect_timeout=2, retries=0) as c:
+        with _client(args, autostart=False, connect_timeout=2, retries=0) as c:
             info = c.hello()
             ping = c.ping()
     except MatteError as exc:
@@ -140,10 +148,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from .client import Client, MatteError
+    from .client import MatteError
 
     try:
-        with Client(args.endpoint, connect_timeout=2, retries=0) as c:
+        with _client(args, autostart=False, connect_timeout=2, retries=0) as c:
             c.shutdown()
     except MatteError as exc:
         print(f"mattekit stop: {exc.message}", file=sys.stderr)
@@ -153,10 +161,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_hello(args: argparse.Namespace) -> int:
-    from .client import Client, MatteError
+    from .client import MatteError
 
     try:
-        with Client(args.endpoint, connect_timeout=2, retries=0) as c:
+        with _client(args, autostart=False, connect_timeout=2, retries=0) as c:
             print(json.dumps(c.hello(), indent=2))
     except MatteError as exc:
         print(f"mattekit hello: {exc.message}", file=sys.stderr)
@@ -197,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mattekit {__version__}")
     p.add_argument("--endpoint", default=None, help=f"daemon endpoint (default {config.default_endpoint()})")
     p.add_argument("--timeout", type=float, default=config.CLIENT_TIMEOUT_S, help="seconds without progress before giving up")
+    p.add_argument("--server-key", default=None, metavar="FILE", help="the daemon's CURVE public key file (curve.public), for a daemon started with --allow-remote")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run the daemon in the foreground")

@@ -40,7 +40,12 @@ CLIENT_TIMEOUT_S = 600.0
 CLIENT_CONNECT_TIMEOUT_S = 5.0
 CLIENT_RETRIES = 2
 #: A job whose daemon sent nothing (not even a keep-alive) for this long is reported as unavailable.
+#: The last resort: with pyzmq a daemon that died is noticed at once (its connection closes) and
+#: one that hangs within CLIENT_HEARTBEAT_TIMEOUT_S (ZMTP heartbeats, answered by libzmq's own
+#: I/O thread, so a busy daemon still answers them).
 CLIENT_SILENCE_S = 30.0
+CLIENT_HEARTBEAT_S = 1.0
+CLIENT_HEARTBEAT_TIMEOUT_S = 3.0
 
 #: Unknown band for refine: total width in pixels is max(MIN, short_side * FRACTION) unless given.
 #: Wide enough that a quick lasso (off by ~1-2 % of the image) still has its true edge inside.
@@ -76,14 +81,19 @@ FOREGROUND_ITERATION_BUDGET = 20_000_000
 
 
 def runtime_dir() -> Path:
-    """Per-user directory for the ipc socket and lock (mode 0700)."""
+    """Per-user directory for the ipc socket and its lock (mode 0700).
+
+    Without ``XDG_RUNTIME_DIR`` it lives in the user's own state directory, never in a
+    shared one such as /tmp, where another user could create it first and listen there.
+    """
     base = os.environ.get("MATTEKIT_RUNTIME_DIR")
     if base:
         return Path(base)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and Path(xdg).is_dir():
         return Path(xdg) / "mattekit"
-    return Path("/tmp") / f"mattekit-{os.getuid()}"
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "mattekit" / "run"
 
 
 def config_dir() -> Path:
@@ -98,6 +108,13 @@ def config_dir() -> Path:
 def default_endpoint() -> str:
     """The daemon's default endpoint: an ipc socket in the runtime directory."""
     return os.environ.get("MATTEKIT_ENDPOINT") or f"ipc://{runtime_dir() / 'daemon.sock'}"
+
+
+def ipc_socket_path(endpoint: str) -> Path | None:
+    """The socket file of an ``ipc://`` endpoint; None for tcp and Linux abstract (``ipc://@name``) sockets."""
+    if endpoint.startswith("ipc://") and not endpoint[6:].startswith("@"):
+        return Path(endpoint[6:])
+    return None
 
 
 def token_path() -> Path:

@@ -91,10 +91,6 @@ def load_token(create: bool = True) -> str:
     return path.read_text().strip()
 
 
-def ipc_path(endpoint: str) -> Path | None:
-    return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None
-
-
 def is_loopback(endpoint: str) -> bool:
     """True for ipc/inproc and for tcp on a loopback IP literal, ``localhost`` or ``lo``.
 
@@ -142,6 +138,10 @@ def _free_accelerator_memory() -> None:
 
 
 def lock_path(endpoint: str) -> Path:
+    """Beside an ipc socket (so every daemon that could bind it sees the same lock), else in the runtime dir."""
+    path = config.ipc_socket_path(endpoint)
+    if path is not None:
+        return path.with_name(path.name + ".lock")
     digest = hashlib.sha1(endpoint.encode()).hexdigest()[:12]
     return config.runtime_dir() / f"daemon-{digest}.lock"
 
@@ -159,12 +159,19 @@ class InstanceLock:
 
     def acquire(self) -> None:
         private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise SetupError(f"a mattekit daemon (pid {self.holder() or '?'}) is already serving this endpoint") from None
+            try:  # the holder may have unlinked the file between our open and flock: lock the current one
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise SetupError(f"a mattekit daemon (pid {self.holder() or '?'}) is already serving this endpoint") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self.fd = fd
@@ -325,12 +332,25 @@ class Daemon:
         self._reply_addr = f"inproc://mattekit-replies-{id(self)}"
         self.started_at = time.time()
         self.stats = collections.Counter()
+        # The engine's capabilities (models, devices) are read on the worker thread: they import
+        # torch, which must never stall the I/O loop. Full `hello`s that come earlier wait here.
+        self.capabilities: dict[str, Any] | None = None
+        self._waiting_hellos: list[tuple[bytes, str]] = []
 
     # ---- lifecycle
 
     def bind(self) -> None:
         self._lock.acquire()
-        path = ipc_path(self.endpoint)
+        try:
+            self._bind()
+        except BaseException:  # a refused start leaves nothing behind
+            if getattr(self, "router", None) is not None:
+                self.router.close(0)
+            self._lock.release()
+            raise
+
+    def _bind(self) -> None:
+        path = config.ipc_socket_path(self.endpoint)
         if path is not None:
             private_dir(path.parent)
             if path.exists():  # left by a daemon that died: we hold the lock, so it is stale
@@ -353,22 +373,17 @@ class Daemon:
             self.router.curve_secretkey = sec
             self.router.curve_publickey = pub
             self.curve_public = pub
-            log.warning("remote access on %s, CURVE server key %s (%s)", self.endpoint, pub.decode(), config.config_dir() / "curve.public")
+            # The key itself stays out of logs: clients read it from the file.
+            log.warning("remote access on %s with CURVE; clients need the server key in %s", self.endpoint, config.config_dir() / "curve.public")
         try:
             self.router.bind(self.endpoint)
         except zmq.ZMQError as exc:
-            self._lock.release()
             raise SetupError(f"cannot bind {self.endpoint}: {exc}") from None
         if path is not None:
-            try:
-                os.chmod(path, 0o600)
-                if not stat.S_ISSOCK(path.stat().st_mode):
-                    raise SetupError(f"{path} is not a socket")
-                _check_private(path, 0o600)
-            except (OSError, SetupError):
-                self.router.close(0)
-                self._lock.release()
-                raise
+            os.chmod(path, 0o600)
+            if not stat.S_ISSOCK(path.stat().st_mode):
+                raise SetupError(f"{path} is not a socket")
+            _check_private(path, 0o600)
         self.replies = self.ctx.socket(zmq.PULL)
         self.replies.bind(self._reply_addr)
         self.worker = threading.Thread(target=self._work, name="mattekit-worker", daemon=True)
@@ -398,6 +413,10 @@ class Daemon:
                     for _ in range(64):  # drain a burst, but let replies through between bursts
                         if not self._receive():
                             break
+                if self._waiting_hellos and self.capabilities is not None:
+                    for peer, rid in self._waiting_hellos:
+                        self._send(peer, P.make_header("result", id=rid, **self.hello(full=True)))
+                    self._waiting_hellos.clear()
                 self._keepalive()
         finally:
             self._shutdown()
@@ -414,7 +433,7 @@ class Daemon:
             log.error("the worker did not stop within 10 s; exiting without waiting for it")
         else:
             self.ctx.term()
-        path = ipc_path(self.endpoint)
+        path = config.ipc_socket_path(self.endpoint)
         if path is not None and path.exists():
             path.unlink()
         self._lock.release()
@@ -505,14 +524,18 @@ class Daemon:
 
     def _dispatch(self, peer: bytes, header: dict[str, Any], frames: list[Any]) -> None:
         op, rid = header["op"], header["id"]
-        authorised = self._authorised(header)
-        if op == "hello":
-            self._send(peer, P.make_header("result", id=rid, **self.hello(full=authorised)))
-            return
-        if not authorised:
-            raise P.ProtocolError(P.E_UNAUTHORIZED, "missing or wrong token: read it from " + str(config.token_path()))
         if op in P.CONTROL_OPS and frames:
             raise P.ProtocolError(P.E_BAD_MESSAGE, f"{op} takes no buffers, {len(frames)} came")
+        authorised = self._authorised(header)
+        if op == "hello":
+            if authorised and self.capabilities is None:
+                self._waiting_hellos.append((peer, rid))  # answered once the worker has read them
+            else:
+                self._send(peer, P.make_header("result", id=rid, **self.hello(full=authorised)))
+            return
+        if not authorised:
+            # No path or hint for an unauthenticated peer: the client knows where its token lives.
+            raise P.ProtocolError(P.E_UNAUTHORIZED, "missing or wrong token")
         if op == "ping":
             self._send(peer, P.make_header("result", id=rid, pong=True, queued=len(self.scheduler), running=self.running is not None))
         elif op == "cancel":
@@ -576,15 +599,24 @@ class Daemon:
                 max_pixels=self.max_pixels,
                 max_side=config.MAX_SIDE,
                 params=P.JOB_PARAMS,
-                **self.engine.capabilities(),
+                **(self.capabilities or {}),
             )
         return info
+
+    def _read_capabilities(self) -> None:
+        """Worker thread: (re)read the engine's models and devices for `hello`."""
+        try:
+            self.capabilities = self.engine.capabilities()
+        except Exception as exc:  # a broken model directory must not keep `hello` waiting forever
+            log.error("could not list the engine's models: %s", exc)
+            self.capabilities = {"models": {}, "devices": ["cpu"], "capabilities_error": str(exc)[:300]}
 
     # ---- worker thread
 
     def _work(self) -> None:
         push = self.ctx.socket(zmq.PUSH)
         push.connect(self._reply_addr)
+        self._read_capabilities()
         try:
             while True:
                 job = self.scheduler.get()
@@ -600,6 +632,7 @@ class Daemon:
                 push.send_multipart([job.peer, P.encode_header(header), *frames], copy=False)
                 # Idle workers must not pin the last job's result arrays until the next job.
                 del job, header, frames
+                self._read_capabilities()  # weights imported meanwhile show up in `hello`
         finally:
             push.close(0)
 
@@ -627,6 +660,8 @@ class Daemon:
             meta.setdefault("timings", {})["total_s"] = round(time.perf_counter() - t0, 4)
             return P.make_header("result", id=job.id, buffers=descs, **meta), frames
         except Cancelled:
+            if self._stop.is_set():  # not the user's cancel: say so, so the client does not report one
+                return P.error_header(job.id, P.E_SHUTTING_DOWN, "the daemon was stopped before this job finished; start it and try again"), []
             return P.error_header(job.id, P.E_CANCELLED, "cancelled"), []
         except P.ProtocolError as exc:
             return P.error_header(job.id, exc.code, exc.message), []
@@ -658,10 +693,7 @@ class Daemon:
         return self.engine.run(job.op, {**job.params, "device": "cpu"}, inputs, job.specs, progress), "cpu: " + reason
 
     def _devices(self) -> list[str]:
-        try:
-            return list(self.engine.capabilities().get("devices", []))
-        except Exception:
-            return []
+        return list((self.capabilities or {}).get("devices", []))
 
 
 def curve_keys() -> tuple[bytes, bytes]:

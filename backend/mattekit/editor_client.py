@@ -25,6 +25,8 @@ import json
 import os
 import shlex
 import shutil
+import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -65,10 +67,55 @@ def install_info() -> dict[str, Any]:
 # that into `daemon_unavailable`.
 
 
+def unsafe_endpoint(endpoint: str) -> Optional[str]:
+    """Why the daemon at ``endpoint`` must not be sent a token or pixels, or None.
+
+    An ipc socket is trusted only if this user owns it, and its directory belongs to this
+    user (or root) and nobody else can write there (or the directory is sticky, like /tmp,
+    so nobody else can replace the socket): anyone else who could create either might be
+    listening in the daemon's place. A missing socket is not unsafe: nothing to connect to.
+    """
+    path = config.ipc_socket_path(endpoint)
+    if path is None or not hasattr(os, "getuid"):
+        return None
+    uid = os.getuid()
+    try:
+        sock, folder = path.stat(), path.parent.stat()
+    except OSError:
+        return None
+    for what, p, st, owners in (("socket", path, sock, (uid,)), ("directory", path.parent, folder, (uid, 0))):
+        if st.st_uid not in owners:
+            return (
+                f"The daemon's {what} {p} belongs to uid {st.st_uid}, not to you (uid {uid}): another user may be "
+                "listening in the daemon's place, so nothing was sent. Remove it (as its owner or root) or set "
+                "MATTEKIT_RUNTIME_DIR to a private directory."
+            )
+    mode = stat.S_IMODE(folder.st_mode)
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        return (
+            f"The daemon's directory {path.parent} has mode {mode:o}: other users could replace its socket, so "
+            f"nothing was sent. Fix it with: chmod 700 {path.parent}"
+        )
+    return None
+
+
 def _check_ipc(endpoint: str) -> None:
-    # libzmq connects lazily and would wait in silence: a missing socket file is known now.
-    if endpoint.startswith("ipc://") and not endpoint[6:].startswith("@") and not os.path.exists(endpoint[6:]):
+    """Fail now, not after a silent wait: libzmq connects lazily and retries a dead socket forever."""
+    path = config.ipc_socket_path(endpoint)
+    if path is None:
+        return
+    if not path.exists():
         raise ConnectionError("no socket file")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        raise ConnectionError(f"stale socket file {path}: no daemon is listening on it") from None
+    except OSError:
+        pass  # e.g. a full backlog: let the real connection decide
+    finally:
+        probe.close()
 
 
 class _PyZmqTransport:
@@ -79,26 +126,55 @@ class _PyZmqTransport:
     def __init__(self, endpoint: str, timeout: float, server_key: Optional[bytes] = None):
         import zmq
 
+        self._zmq = zmq
         _check_ipc(endpoint)
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        if hasattr(zmq, "HEARTBEAT_IVL"):  # libzmq >= 4.2: a tcp peer that vanished is dropped and retried
-            self.sock.setsockopt(zmq.HEARTBEAT_IVL, int(config.KEEPALIVE_S * 1000))
-            self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(config.KEEPALIVE_S * 5000))
+        if hasattr(zmq, "HEARTBEAT_IVL"):  # libzmq >= 4.2: a peer that stops answering is disconnected
+            self.sock.setsockopt(zmq.HEARTBEAT_IVL, int(config.CLIENT_HEARTBEAT_S * 1000))
+            self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(config.CLIENT_HEARTBEAT_TIMEOUT_S * 1000))
         if server_key is not None:  # the daemon's CURVE public key: needed with --allow-remote
             pub, sec = zmq.curve_keypair()
             self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = server_key, pub, sec
+        # A DEALER reconnects in silence; the monitor tells us the daemon closed or stopped
+        # answering heartbeats, so a dead daemon is reported now, not after CLIENT_SILENCE_S.
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.connected = False
         self.sock.connect(endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.poller.register(self.monitor, zmq.POLLIN)
 
     def send_multipart(self, frames: Sequence[Any]) -> None:
         self.sock.send_multipart(list(frames), copy=False)
 
+    def _check_connection(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == self._zmq.EVENT_CONNECTED:
+                self.connected = True
+            elif event == self._zmq.EVENT_DISCONNECTED and self.connected:
+                raise ConnectionError("the daemon closed the connection: it stopped, crashed or stopped answering")
+
     def recv_multipart(self, timeout: float) -> Optional[list[Any]]:
-        if not self.sock.poll(int(max(0.0, timeout) * 1000)):
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            events = dict(self.poller.poll(int(max(0.0, deadline - time.monotonic()) * 1000)))
+            if self.sock in events:  # replies that arrived before a disconnect still count
+                return [f.buffer for f in self.sock.recv_multipart(copy=False)]  # memoryviews of the frames
+            if self.monitor in events:
+                self._check_connection()
+                continue
             return None
-        return [f.buffer for f in self.sock.recv_multipart(copy=False)]  # memoryviews of the frames
 
     def close(self) -> None:
+        try:
+            self.sock.disable_monitor()
+        except self._zmq.ZMQError:
+            pass
+        self.monitor.close(0)
         self.sock.close(0)
 
 
@@ -207,6 +283,9 @@ class EditorClient:
 
     def _transport(self) -> Any:
         if self._t is None:
+            problem = unsafe_endpoint(self.endpoint)
+            if problem:
+                raise self._error(P.E_UNSAFE_ENDPOINT, problem)
             cls = _PyZmqTransport if self.transport_name == "pyzmq" else _ZmtpTransport
             self._t = cls(self.endpoint, self.connect_timeout, self.server_key)
         return self._t
@@ -456,4 +535,4 @@ def start_daemon(
         probe.close()
 
 
-__all__ = ["EditorClient", "EditorError", "daemon_command", "install_info", "pyzmq_available", "start_daemon"]
+__all__ = ["EditorClient", "EditorError", "daemon_command", "install_info", "pyzmq_available", "start_daemon", "unsafe_endpoint"]

@@ -86,7 +86,7 @@ def _kernel():
             B_prev[0, 0, 0] = bm0 / (nb + 1e-5)
             B_prev[0, 0, 1] = bm1 / (nb + 1e-5)
             B_prev[0, 0, 2] = bm2 / (nb + 1e-5)
-            n_levels = int(np.ceil(np.log2(max(w0, h0))))
+            n_levels = max(1, int(np.ceil(np.log2(max(w0, h0)))))  # a 1x1 image still has one level
             F = F_prev
             for lev in range(n_levels + 1):
                 w = round(w0 ** (lev / n_levels))

@@ -7,6 +7,9 @@ the Laplacian only on bounded tiles around the band instead of on the whole fram
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from typing import Callable
 
 import cv2
@@ -14,6 +17,8 @@ import numpy as np
 
 from mattekit import config
 from mattekit.imageops import disk
+
+log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float], None]
 
@@ -103,7 +108,14 @@ def band_tiles(
 def _solve_cf(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
     from pymatting import estimate_alpha_cf  # heavy import (numba), only when solving
 
-    return estimate_alpha_cf(image.astype(np.float64), trimap.astype(np.float64))
+    # pymatting prints a multi-line "PERFORMANCE WARNING" each time its incomplete Cholesky
+    # retries with a larger shift: dozens per photo. It is not the user's concern: one debug line.
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        alpha = estimate_alpha_cf(image.astype(np.float64), trimap.astype(np.float64))
+    if printed.getvalue():
+        log.debug("pymatting: %s", " ".join(printed.getvalue().split())[:300])
+    return alpha
 
 
 def _solve_tile(
