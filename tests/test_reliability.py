@@ -474,3 +474,16 @@ def test_a_job_stopped_by_shutdown_is_not_reported_as_a_user_cancel(start_daemon
         assert {r["code"] for r in replies.values()} == {P.E_SHUTTING_DOWN}, replies
     finally:
         s.close()
+
+
+def test_the_job_memory_limit_follows_the_machine():
+    from mattekit import config
+    from mattekit.daemon import estimate_job_bytes
+
+    assert config.max_job_bytes(8 * 2**30) == 4 * 2**30
+    assert config.max_job_bytes(256 * 2**30) == config.max_job_bytes(None) == 16 * 2**30
+    ram = config.physical_memory_bytes()
+    assert ram and config.MAX_JOB_BYTES <= ram // 2
+    # On a machine with less than ~27 GB, the largest accepted image is refused for its memory.
+    biggest = P.BufferSpec("image", 20_000, config.MAX_PIXELS // 20_000, "u8", "RGBA")
+    assert (estimate_job_bytes([biggest]) > config.MAX_JOB_BYTES) == (min(ram // 2, 16 * 2**30) < estimate_job_bytes([biggest]))

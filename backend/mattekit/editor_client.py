@@ -118,12 +118,16 @@ def _check_ipc(endpoint: str) -> None:
         probe.close()
 
 
+def _auth_failed_event(zmq: Any) -> int:
+    return getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0)  # libzmq >= 4.3
+
+
 class _PyZmqTransport:
     """A DEALER socket; pixel frames are sent and received without copies."""
 
     name = "pyzmq"
 
-    def __init__(self, endpoint: str, timeout: float, server_key: Optional[bytes] = None):
+    def __init__(self, endpoint: str, timeout: float, server_key: Optional[bytes] = None, plain: Optional[tuple[bytes, bytes]] = None):
         import zmq
 
         self._zmq = zmq
@@ -136,9 +140,11 @@ class _PyZmqTransport:
         if server_key is not None:  # the daemon's CURVE public key: needed with --allow-remote
             pub, sec = zmq.curve_keypair()
             self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = server_key, pub, sec
+        elif plain is not None:  # tcp: the token is checked at the handshake (ZAP), before any message
+            self.sock.plain_username, self.sock.plain_password = plain
         # A DEALER reconnects in silence; the monitor tells us the daemon closed or stopped
         # answering heartbeats, so a dead daemon is reported now, not after CLIENT_SILENCE_S.
-        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | _auth_failed_event(zmq))
         self.connected = False
         self.sock.connect(endpoint)
         self.poller = zmq.Poller()
@@ -157,6 +163,8 @@ class _PyZmqTransport:
                 self.connected = True
             elif event == self._zmq.EVENT_DISCONNECTED and self.connected:
                 raise ConnectionError("the daemon closed the connection: it stopped, crashed or stopped answering")
+            elif event and event == _auth_failed_event(self._zmq):
+                raise zmtp.HandshakeRefused("the daemon refused this client's token at the handshake")
 
     def recv_multipart(self, timeout: float) -> Optional[list[Any]]:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -183,10 +191,10 @@ class _ZmtpTransport:
 
     name = "zmtp"
 
-    def __init__(self, endpoint: str, timeout: float, server_key: Optional[bytes] = None):
+    def __init__(self, endpoint: str, timeout: float, server_key: Optional[bytes] = None, plain: Optional[tuple[bytes, bytes]] = None):
         if server_key is not None:
-            raise ValueError("CURVE (server_key) needs pyzmq; the ZMTP fallback speaks only NULL security")
-        self.dealer = zmtp.ZmtpDealer(endpoint, timeout)
+            raise ValueError("CURVE (server_key) needs pyzmq; the ZMTP fallback speaks only NULL and PLAIN security")
+        self.dealer = zmtp.ZmtpDealer(endpoint, timeout, plain=plain)
 
     def send_multipart(self, frames: Sequence[Any]) -> None:
         self.dealer.send_multipart(frames)
@@ -286,8 +294,11 @@ class EditorClient:
             problem = unsafe_endpoint(self.endpoint)
             if problem:
                 raise self._error(P.E_UNSAFE_ENDPOINT, problem)
+            plain = None
+            if self.endpoint.startswith("tcp://") and self.server_key is None:
+                plain = (P.PLAIN_USERNAME.encode(), self.token.encode())
             cls = _PyZmqTransport if self.transport_name == "pyzmq" else _ZmtpTransport
-            self._t = cls(self.endpoint, self.connect_timeout, self.server_key)
+            self._t = cls(self.endpoint, self.connect_timeout, self.server_key, plain)
         return self._t
 
     def _reset(self) -> None:
@@ -304,9 +315,19 @@ class EditorClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _refused(self) -> EditorError:
+        return self._error(
+            P.E_UNAUTHORIZED,
+            f"The daemon at {self.endpoint} refused this client's token at the handshake "
+            f"(this client reads its token from {config.token_path()}; is the daemon another user's?)",
+        )
+
     def _send(self, header: dict[str, Any], frames: Sequence[Any] = ()) -> None:
         try:
             self._transport().send_multipart([P.encode_header(header), *frames])
+        except zmtp.HandshakeRefused:
+            self._reset()
+            raise self._refused() from None
         except (OSError, ConnectionError) as exc:
             self._reset()
             raise self._unavailable(str(exc)) from None
@@ -314,6 +335,9 @@ class EditorClient:
     def _recv(self, wait_s: float) -> Optional[Reply]:
         try:
             parts = self._transport().recv_multipart(wait_s)
+        except zmtp.HandshakeRefused:
+            self._reset()
+            raise self._refused() from None
         except (OSError, ConnectionError) as exc:  # TimeoutError is an OSError
             self._reset()
             raise self._unavailable(str(exc)) from None
@@ -472,6 +496,14 @@ class EditorClient:
 # --------------------------------------------------------------------------- starting the daemon
 
 
+def warnings_text(header: Mapping[str, Any]) -> Optional[str]:
+    """What a result's ``warnings`` tell the user (an empty selection, a CPU fallback...), or None.
+
+    Both plug-ins show it the editor's own way: a result with warnings is never plain success."""
+    warnings = [str(w) for w in header.get("warnings") or []]
+    return "mattekit: " + "\n".join(warnings) if warnings else None
+
+
 def daemon_command(command: Optional[Sequence[str]] = None) -> Optional[list[str]]:
     """How to run `mattekit`: the argument, $MATTEKIT_COMMAND, install.json, or PATH."""
     if command:
@@ -535,4 +567,4 @@ def start_daemon(
         probe.close()
 
 
-__all__ = ["EditorClient", "EditorError", "daemon_command", "install_info", "pyzmq_available", "start_daemon", "unsafe_endpoint"]
+__all__ = ["EditorClient", "EditorError", "warnings_text", "daemon_command", "install_info", "pyzmq_available", "start_daemon", "unsafe_endpoint"]

