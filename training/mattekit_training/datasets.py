@@ -430,7 +430,8 @@ def _open_coco128(split: str | None) -> MattingDataset:
 
 def _open_coco128_dominant(split: str | None, persons: bool = False) -> MattingDataset:
     """One Sample per image, its mask the image's largest instance (the subject Select Subject
-    should find); ``persons``: only images whose largest instance is a person."""
+    should find); ``persons``: only images whose largest instance is a person, the mask then the
+    union of all its person instances (a group photo's subject is the group)."""
     root = _need(shared_data_dir() / "coco128-instances", "coco128-instances")
     manifest = json.loads((root / "manifest.json").read_text())
     keep = set(read_split("coco128", split)) if split else None
@@ -439,13 +440,15 @@ def _open_coco128_dominant(split: str | None, persons: bool = False) -> MattingD
         if (keep is not None and Path(m["image"]).stem not in keep) or not m["instances"]:
             continue
         top = max(m["instances"], key=lambda inst: inst["area_frac"])
-        if not persons or top["category"] == "person":
-            items.append((m["image"], top["mask"]))
+        if not persons:
+            items.append((m["image"], [top["mask"]]))
+        elif top["category"] == "person":
+            items.append((m["image"], [inst["mask"] for inst in m["instances"] if inst["category"] == "person"]))
     names = [Path(img).stem for img, _ in items]
 
     def load(i: int) -> Sample:
-        img, mk = items[i]
-        mask = load_mask(root / "masks" / mk)
+        img, masks = items[i]
+        mask = np.max([load_mask(root / "masks" / mk) for mk in masks], axis=0)
         s = Sample(name=names[i], image=load_image(root / "images" / img), mask=mask, trimap=mask_to_trimap(mask))
         _check_shapes(s)
         return s
