@@ -200,13 +200,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         entry = import_official(args.arch, args.path, name=args.name, variant=args.variant)
         print(f"imported {args.arch} as {entry.get('name', args.name)}: {entry.get('file')}")
         return 0
+    from .engine import entry_subjects
     from .models.checkpoints import list_weights
     from .models.registry import list_models
 
     print("architectures:", ", ".join(list_models()))
     print("weights:")
     for name, entry in sorted(list_weights().items()):
-        print(f"  {name}: {entry.get('task') or entry.get('arch')}, {entry.get('subjects', 'general')} subjects, "
+        print(f"  {name}: {entry.get('task') or entry.get('arch')}, {entry_subjects(entry)} subjects, "
               f"{entry.get('format', 'safetensors')} ({entry.get('file')})")
         print(f"      licence: {entry.get('licence') or 'not stated'}")
         print(f"      source: {entry.get('source') or entry.get('recipe') or 'unknown'}")

@@ -131,7 +131,7 @@ class Engine:
                 task = entry.get("task") or _task_of_arch(entry.get("arch", ""))
                 if task in by_task:
                     by_task[task].append(name)
-                if entry.get("subjects", "people" if entry.get("arch") in PEOPLE_ARCHS else "general") == "people":
+                if entry_subjects(entry) == "people":
                     self.people_models.add(name)
                 # Weights whose measured quality does not beat the classical path (or a better model)
                 # say so in their registry entry; `auto` then uses them only when nothing else exists.
@@ -445,6 +445,11 @@ def uncertain_trimap(alpha: np.ndarray, radius: int) -> np.ndarray:
 
 #: Architectures whose weights are people-only (portrait mode prefers them, general mode avoids them).
 PEOPLE_ARCHS = ("selfie", "modnet")
+
+
+def entry_subjects(entry: dict[str, Any]) -> str:
+    """"people" or "general": what a weights registry entry can select (its own field, else its architecture's)."""
+    return entry.get("subjects") or ("people" if entry.get("arch") in PEOPLE_ARCHS else "general")
 
 
 def _task_of_arch(arch: str) -> str:
