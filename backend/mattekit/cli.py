@@ -123,11 +123,10 @@ def _run_job(args: argparse.Namespace, op: str) -> int:
         matting_sheet(args.sheet, image, alpha, guidance=guidance, foreground=result.foreground)
     t = result.header.get("timings", {})
     print(f"{op}: model {result.model or 'classical'}, {t.get('total_s', 0):.2f} s in the daemon → {out}", file=sys.stderr)
-    warnings = result.header.get("warnings", [])
-    for w in warnings:
+    for w in result.header.get("warnings", []):
         print(f"mattekit {op}: warning: {w}", file=sys.stderr)
     # An empty selection is written (the user may want to see it) but never reported as success.
-    return 3 if any(w.startswith("no subject was found") for w in warnings) else 0
+    return 3 if result.header.get("coverage", 1.0) < config.SUBJECT_EMPTY_FRACTION else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -348,8 +348,10 @@ class Daemon:
         try:
             self._bind()
         except BaseException:  # a refused start leaves nothing behind
-            if getattr(self, "router", None) is not None:
-                self.router.close(0)
+            for sock in (getattr(self, "router", None), self.zap):
+                if sock is not None:
+                    sock.close(0)
+            self.zap = None
             self._lock.release()
             raise
 

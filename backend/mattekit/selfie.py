@@ -15,11 +15,7 @@ no `tflite`/`flatbuffers`/TensorFlow dependency is needed. The converter accepts
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
-import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +65,6 @@ changed from NHWC to NCHW. The computation is unchanged.
 
 Model card: https://storage.googleapis.com/mediapipe-assets/Model%20Card%20MediaPipe%20Selfie%20Segmentation.pdf
 """
-APACHE_LICENSE_PATHS = (Path("/usr/share/common-licenses/Apache-2.0"),)
 
 
 class UnsupportedOpError(ValueError):
@@ -483,26 +478,11 @@ def _sha256(path: Path) -> str:
 
 def download_wheel(cache: str | Path | None = None) -> Path:
     """The pinned mediapipe wheel, from the cache or via `pip download`; sha256-checked. -> path."""
-    cache = Path(cache) if cache is not None else cache_dir()
-    path = cache / WHEEL_FILE
-    if path.exists() and _sha256(path) == WHEEL_SHA256:
-        return path
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".pip-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *_PIP_PLATFORM,
-               f"mediapipe=={MEDIAPIPE_VERSION}", "-d", tmp, "--disable-pip-version-check", "-q"]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / WHEEL_FILE
-        if res.returncode != 0 or not got.exists():
-            raise RuntimeError(f"could not download {WHEEL_FILE} with pip (exit {res.returncode}): "
-                               f"{(res.stderr or res.stdout).strip()[-800:]}\nIf this machine is offline, "
-                               f"download that file elsewhere and pass it: fetch_selfie(wheel=PATH)")
-        actual = _sha256(got)
-        if actual != WHEEL_SHA256:
-            raise RuntimeError(f"{WHEEL_FILE}: sha256 {actual} does not match the pinned {WHEEL_SHA256}; "
-                               "refusing to use it")
-        os.replace(got, path)
-    return path
+    from .packaged import pip_download
+
+    return pip_download(f"mediapipe=={MEDIAPIPE_VERSION}", WHEEL_FILE, WHEEL_SHA256, pip_args=_PIP_PLATFORM,
+                        cache=Path(cache) if cache is not None else cache_dir(),
+                        offline_hint="If this machine is offline, download that file elsewhere and pass it: fetch_selfie(wheel=PATH)")
 
 
 def extract_tflite(wheel: str | Path) -> dict[str, bytes]:
@@ -520,14 +500,6 @@ def extract_tflite(wheel: str | Path) -> dict[str, bytes]:
     return out
 
 
-def _apache_text() -> str:
-    for p in APACHE_LICENSE_PATHS:
-        if p.exists():
-            return p.read_text()
-    return ("Apache License, Version 2.0: the full text is at http://www.apache.org/licenses/LICENSE-2.0\n"
-            "(it was not found on this system when the model was converted).\n")
-
-
 def fetch_selfie(dest_dir: str | Path | None = None, *, wheel: str | Path | None = None,
                  onnx: bool = True) -> Path:
     """Download (once), check, convert and register the MediaPipe selfie segmentation models.
@@ -538,6 +510,7 @@ def fetch_selfie(dest_dir: str | Path | None = None, *, wheel: str | Path | None
     selfie.NOTICE.txt and the registry entries "selfie" / "selfie-landscape". -> dest_dir.
     """
     from .models.checkpoints import save_weights
+    from .packaged import licence_text
 
     dest = Path(dest_dir) if dest_dir is not None else mk_config.user_weights_dir()
     if wheel is not None:
@@ -547,7 +520,7 @@ def fetch_selfie(dest_dir: str | Path | None = None, *, wheel: str | Path | None
     else:
         wheel = download_wheel()
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "selfie.LICENSE.txt").write_text(_apache_text())
+    (dest / "selfie.LICENSE.txt").write_text(licence_text(LICENCE))
     (dest / "selfie.NOTICE.txt").write_text(NOTICE_TEXT)
     for name, data in extract_tflite(wheel).items():
         model = build_selfie_model(data)
