@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m mattekit models fetch u2netp || echo "note: u2netp was not fetched; Select Subject works on people only"
 	$(PY) -m mattekit models fetch modnet-photographic || echo "note: MODNet was not fetched; portrait mode uses the selfie model"
 	$(PY) -m mattekit models fetch selfie || echo "note: the optional selfie model was not fetched"
+	# Compile the solvers' numba kernels now (cached on disk), not in the user's first request.
+	$(PY) -c "from mattekit.engine import warm_up; warm_up()"
 	touch $@
 
 # Cut out the subject of the sample photo through the daemon (started and stopped here).

@@ -80,6 +80,20 @@ def test_refine_uses_prn_and_keeps_confident_guidance(model_daemon):
     assert np.array_equal(a[far], (disc[far] * 255).astype(np.uint8))
 
 
+def test_an_image_too_thin_for_a_network_is_refined_classically_and_says_so(model_daemon):
+    from mattekit import config
+
+    _, c = model_daemon
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (3, 5000, 3), dtype=np.uint8)  # a strip: the PRN would pad it to 64x
+    guidance = np.zeros((3, 5000), np.uint8)
+    guidance[:, 2500:] = 255
+    res = c.refine(img, guidance, band_px=10, outputs=["alpha", "foreground"])
+    assert res.model == "classical" and res.header["foreground_model"] == "classical"
+    assert any(f"under {config.NET_MIN_SIDE} px" in w for w in res.header["warnings"])
+    assert res.alpha.shape == (3, 5000) and res.alpha[:, :2490].max() == 0 and res.alpha[:, 2510:].min() == 255
+
+
 def test_classical_is_still_selectable(model_daemon):
     _, c = model_daemon
     img, disc = _image()

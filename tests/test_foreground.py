@@ -97,3 +97,30 @@ def test_iterations_shrink_for_huge_soft_regions(monkeypatch):
     assert foreground.classical_iterations(alpha) == 5
     monkeypatch.setattr(config, "FOREGROUND_ITERATION_BUDGET", 10)
     assert foreground.classical_iterations(alpha) == 2
+
+
+def test_a_long_solve_reports_progress_while_it_runs_and_stops_when_cancelled(monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr(foreground, "PROGRESS_INTERVAL_S", 0.001)
+    image, alpha, _ = soft_disc(900, 900, 300, ramp=150.0)  # a wide soft region: a solve of ~1 s
+    foreground.estimate_foreground_ml_band(image[:64, :64], alpha[:64, :64])  # compiled before timing
+    seen = []
+    t0 = time.perf_counter()
+    foreground.estimate_foreground_ml_band(image, alpha, progress=seen.append)
+    full = time.perf_counter() - t0
+    assert len(seen) >= 3 and seen == sorted(seen) and 0 < seen[0] < 1
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(frac):
+        raise Cancelled
+
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        foreground.estimate_foreground_ml_band(image, alpha, progress=cancel)
+    # the kernel saw the cancel at its next row and returned before the exception propagated
+    assert time.perf_counter() - t0 < 0.5 * full
+    assert not any(t.name == "foreground" for t in threading.enumerate())

@@ -70,6 +70,12 @@ CLIENT_HEARTBEAT_TIMEOUT_S = 3.0
 #: Wide enough that a quick lasso (off by ~1-2 % of the image) still has its true edge inside.
 BAND_MIN_PX = 16
 BAND_FRACTION = 0.02
+#: Refine solves its closed-form system on a working frame of at most REFINE_SOLVE_PX pixels with
+#: at most REFINE_SOLVE_UNKNOWN unknowns; a photo or a band larger than that is solved at the scale
+#: that fits and carried up to full resolution by the local linear model (refine.py). Bounds the
+#: solve to ~1-2 s on 2 cores at any size (conjugate-gradient iterations grow with the band's width).
+REFINE_SOLVE_PX = 500_000
+REFINE_SOLVE_UNKNOWN = 50_000
 
 #: Select Subject runs its subject model with the image's long side at most this (then refines at full size).
 SUBJECT_WORKING_SIDE = 1024
@@ -85,6 +91,10 @@ UNCERTAIN_HIGH = 0.98
 #: Networks run at full resolution on tiles of this size (px), overlapping and cross-faded.
 TILE_PX = 1024
 TILE_OVERLAP_PX = 64
+#: An image narrower than this (either side, px) is refined by the classical solve, not a network:
+#: a network pads each side to a multiple of 32 plus 32, so a 65535 x 1 strip would cost 64x its
+#: pixels (10.8 s vs 0.2 s measured for the PRN) and see no context across it.
+NET_MIN_SIDE = 32
 #: Preview alpha sent before the full-resolution answer: long side in px.
 PREVIEW_SIDE = 512
 

@@ -678,6 +678,12 @@ class Daemon:
         push.connect(self._reply_addr)
         self._read_capabilities()
         try:
+            from .engine import warm_up
+
+            warm_up()  # here, not in the first job: a fresh install's first request would wait ~60 s
+        except Exception as exc:  # pragma: no cover - the job would then report the same failure
+            log.warning("could not prepare the solvers: %s", exc)
+        try:
             while True:
                 job = self.scheduler.get()
                 if job is None:

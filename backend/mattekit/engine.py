@@ -35,31 +35,46 @@ class EngineOutput:
 # --------------------------------------------------------------------------- wire <-> conventions
 
 
-def _finite_float(arr: np.ndarray, spec: P.BufferSpec) -> np.ndarray:
-    """Wire array → float32 in [0, 1] scale; NaN/Inf is the request's fault (`bad_values`), not ours."""
-    x = imageops.to_float(arr)
-    if not imageops.is_finite(x):
-        raise P.ProtocolError(P.E_BAD_VALUES, f"'{spec.name}' contains NaN or Inf values")
-    return x
+def _unit(arr: np.ndarray, name: str, *, linear: bool = False, progress: Callable[[float], None] | None = None) -> np.ndarray:
+    """A wire channel view (H, W[, C]) → a new contiguous float32 array in [0, 1] (floats clipped;
+    `linear`: linear light → sRGB-encoded values). NaN/Inf on the wire is the request's fault
+    (`bad_values`, naming the buffer `name`), not ours.
+
+    Made in strips of rows: each strip's channels are gathered (a small copy), checked, scaled
+    into the output, and a checkpoint follows: at 100 MP first touching the output alone takes seconds.
+    """
+    out = np.empty(arr.shape, np.float32)
+    step = max(1, (1 << 20) // max(1, arr.shape[1]))
+    floating = not np.issubdtype(arr.dtype, np.integer)
+    for y in range(0, arr.shape[0], step):
+        part = imageops.to_float(np.ascontiguousarray(arr[y : y + step]))
+        if floating:
+            if not imageops.is_finite(part):
+                raise P.ProtocolError(P.E_BAD_VALUES, f"'{name}' contains NaN or Inf values")
+            np.clip(part, 0.0, 1.0, out=part)
+        out[y : y + step] = imageops.linear_to_srgb(part) if linear else part
+        if progress is not None:
+            progress(min(1.0, (y + step) / arr.shape[0]))
+    return out
 
 
-def decode_image(arr: np.ndarray, spec: P.BufferSpec) -> tuple[np.ndarray, np.ndarray | None]:
-    """Wire image (H, W, C) → (image float32 sRGB (H, W, 3) in [0, 1], layer alpha (H, W) or None)."""
-    x = _finite_float(arr, spec)
-    rgb = x[..., :3]
-    if spec.order.startswith("BGR"):
-        rgb = rgb[..., ::-1]
-    layer_alpha = np.clip(x[..., 3], 0, 1) if spec.channels == 4 else None
-    # Matting works on perceptual values: that is what the models were trained on.
-    rgb = np.clip(rgb, 0.0, 1.0)
-    if spec.transfer == "linear":
-        rgb = imageops.linear_to_srgb(rgb)
-    return np.ascontiguousarray(rgb, dtype=np.float32), layer_alpha
+def decode_image(arr: np.ndarray, spec: P.BufferSpec, progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Wire image (H, W, C) → (image float32 sRGB (H, W, 3) in [0, 1], layer alpha (H, W) or None).
+
+    Each output is made from its own channels of the wire array (no float copy of all four).
+    Matting works on perceptual values (what the models were trained on): linear light is encoded.
+    progress: fraction done, after each strip of rows; raise from it to cancel.
+    """
+    report = progress or (lambda f: None)
+    rgb = _unit(arr[..., 2::-1] if spec.order.startswith("BGR") else arr[..., :3], spec.name,
+                linear=spec.transfer == "linear", progress=lambda f: report(0.8 * f))
+    layer_alpha = _unit(arr[..., 3], spec.name, progress=lambda f: report(0.8 + 0.2 * f)) if spec.channels == 4 else None
+    return rgb, layer_alpha
 
 
-def decode_mask(arr: np.ndarray, spec: P.BufferSpec) -> np.ndarray:
+def decode_mask(arr: np.ndarray, spec: P.BufferSpec, progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Wire single-channel buffer → float32 (H, W) in [0, 1]."""
-    return np.clip(_finite_float(arr, spec)[..., 0], 0.0, 1.0).astype(np.float32, copy=False)
+    return _unit(arr[..., 0], spec.name, progress=progress)
 
 
 def snap_trimap(g: np.ndarray) -> np.ndarray:
@@ -67,16 +82,16 @@ def snap_trimap(g: np.ndarray) -> np.ndarray:
     return np.where(g < 0.25, 0.0, np.where(g > 0.75, 1.0, 0.5)).astype(np.float32)
 
 
-def encode_alpha(alpha: np.ndarray, dtype: str) -> tuple[P.BufferSpec, np.ndarray]:
-    out = imageops.from_float(alpha, P.numpy_dtype(dtype))
+def encode_alpha(alpha: np.ndarray, dtype: str, progress: Callable[[float], None] | None = None) -> tuple[P.BufferSpec, np.ndarray]:
+    out = imageops.from_float(alpha, P.numpy_dtype(dtype), progress=progress)
     return P.BufferSpec("alpha", alpha.shape[1], alpha.shape[0], dtype, "Y", "srgb"), np.ascontiguousarray(out)
 
 
-def encode_foreground(rgba: np.ndarray, spec: P.BufferSpec) -> tuple[P.BufferSpec, np.ndarray]:
+def encode_foreground(rgba: np.ndarray, spec: P.BufferSpec, progress: Callable[[float], None] | None = None) -> tuple[P.BufferSpec, np.ndarray]:
     """Decontaminated RGBA (float32 sRGB, modified in place) → RGBA/BGRA in the image's dtype and transfer."""
     if spec.transfer == "linear":
         rgba[..., :3] = imageops.srgb_to_linear(rgba[..., :3])
-    out = imageops.from_float(rgba, P.numpy_dtype(spec.dtype))
+    out = imageops.from_float(rgba, P.numpy_dtype(spec.dtype), progress=progress)
     order = "BGRA" if spec.order.startswith("BGR") else "RGBA"
     if order == "BGRA":
         out = out[..., [2, 1, 0, 3]]  # reorder the (smaller) encoded array, not the float one
@@ -217,20 +232,24 @@ class Engine:
             coarse, subject = self.coarse_subject(inputs["image"], ispec, params, progress)
             timings["subject_s"] = time.perf_counter() - t
         t0 = time.perf_counter()
-        progress("decode", 0.36 if coarse is not None else 0.02)
-        image, layer_alpha = decode_image(inputs["image"], ispec)
+        at = 0.36 if coarse is not None else 0.02
+        progress("decode", at)
+        image, layer_alpha = decode_image(inputs["image"], ispec, lambda f: progress("decode", at + 0.02 * f))
         timings["decode_s"] = time.perf_counter() - t0
 
         guidance = None
         if "guidance" in inputs:
             kind = params["guidance_kind"]
-            g = decode_mask(inputs["guidance"], specs_by["guidance"])
+            g = decode_mask(inputs["guidance"], specs_by["guidance"], lambda f: progress("decode", at + 0.02 + 0.01 * f))
             from .refine import is_trimap as looks_like_trimap
 
             # tol 0.01: an 8-bit trimap's 128 is 0.502, not 0.5.
+            progress("decode", at + 0.03)
             is_trimap = kind == "trimap" or (kind == "auto" and looks_like_trimap(g, tol=0.01))
             guidance = snap_trimap(g) if is_trimap else g
             meta["guidance_kind"] = "trimap" if is_trimap else "mask"
+            params = {**params, "guidance_kind": meta["guidance_kind"]}  # decided once, for refine
+            progress("decode", at + 0.04)
 
         t1 = time.perf_counter()
         if op == "decontaminate":
@@ -249,14 +268,16 @@ class Engine:
         out = EngineOutput(meta=meta)
         alpha_dtype = params["alpha_dtype"] or ispec.dtype
         if "alpha" in params["outputs"] and op != "decontaminate":
-            out.buffers["alpha"] = encode_alpha(alpha, alpha_dtype)
+            out.buffers["alpha"] = encode_alpha(alpha, alpha_dtype, progress=lambda f: progress("encode", 0.8 + 0.01 * f))
         if "foreground" in params["outputs"] or op == "decontaminate":
             t2 = time.perf_counter()
             amount = config.DECONTAMINATE_AMOUNT if params["amount"] is None else float(params["amount"])
             rgba, meta["foreground_model"] = self.foreground(image, alpha, amount, params, progress)
+            del image  # the largest input: not needed past here (100 MP: 1.2 GB)
             if layer_alpha is not None:
                 rgba[..., 3] *= layer_alpha
-            out.buffers["foreground"] = encode_foreground(rgba, ispec)
+            progress("encode", 0.95)
+            out.buffers["foreground"] = encode_foreground(rgba, ispec, progress=lambda f: progress("encode", 0.95 + 0.04 * f))
             timings["foreground_s"] = time.perf_counter() - t2
         progress("encode", 0.99)
         meta["timings"] = {k: round(v, 4) for k, v in timings.items()}
@@ -267,13 +288,23 @@ class Engine:
     def refine(self, image: np.ndarray, guidance: np.ndarray, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
         from . import refine
 
-        method = self.choose_method("guided", params["model"])
         h, w = guidance.shape
+        method = self.refiner_for(self.choose_method("guided", params["model"]), (h, w))
         band_px = params["band_px"] or refine.default_band_px(h, w)
         progress("trimap", 0.08)
-        trimap = refine.guidance_to_trimap(guidance, band_px)
+        trimap = refine.guidance_to_trimap(guidance, band_px, trimap={"trimap": True, "mask": False}.get(params.get("guidance_kind", "auto")),
+                                           progress=lambda f: progress("trimap", 0.08 + 0.02 * f))
         alpha = self.solve_band(image, trimap, guidance, method, params, lambda f: progress("alpha", 0.1 + 0.7 * f, model=method))
         return alpha, method
+
+    def refiner_for(self, method: str, shape: tuple[int, int]) -> str:
+        """`method`, or "classical" (with a warning) for an image too thin for a network."""
+        if method == "classical" or min(shape) >= config.NET_MIN_SIDE:
+            return method
+        self.warnings.append(
+            f"the image is {shape[1]}x{shape[0]} px: too thin for {method} "
+            f"(under {config.NET_MIN_SIDE} px across), so the classical solve was used")
+        return "classical"
 
     def solve_band(self, image: np.ndarray, trimap: np.ndarray, guidance: np.ndarray, method: str, params: dict[str, Any], progress: Callable[[float], None]) -> np.ndarray:
         """Alpha at full resolution in the trimap's unknown band; known pixels copied from it."""
@@ -328,7 +359,7 @@ class Engine:
         scale = coarse.shape[0] / h
         up = imageops.resize_linear(coarse, (h, w)) if coarse.shape != (h, w) else coarse
         trimap = uncertain_trimap(up, radius=max(2, int(np.ceil(1 / scale))))
-        refiner = self.choose_method("guided", "auto")
+        refiner = self.refiner_for(self.choose_method("guided", "auto"), (h, w))
         progress("refine", 0.4, model=refiner)
         alpha = self.solve_band(image, trimap, up, refiner, params, lambda f: progress("refine", 0.4 + 0.4 * f, model=refiner))
         return np.clip(alpha, 0, 1).astype(np.float32), f"{method}+{refiner}"
@@ -348,12 +379,14 @@ class Engine:
 
         # The `model` parameter names the alpha model; the colour estimator follows it only for "classical".
         method = self.choose_method("foreground", "classical" if params["model"] == "classical" else "auto")
+        if min(alpha.shape) < config.NET_MIN_SIDE:  # a network pads a thin strip to 64x the pixels
+            method = "classical"
         progress("foreground", 0.82, model=method)
         if method == "classical":
-            est = fg.classical_foreground(image, alpha, progress=lambda f: progress("foreground", 0.82 + 0.15 * f))
+            est = fg.classical_foreground(image, alpha, progress=lambda f: progress("foreground", 0.82 + 0.1 * f))
         else:
-            est = self.learned_foreground(image, alpha, method, params, lambda f: progress("foreground", 0.82 + 0.15 * f))
-        return fg.decontaminate(image, alpha, est, amount), method
+            est = self.learned_foreground(image, alpha, method, params, lambda f: progress("foreground", 0.82 + 0.1 * f))
+        return fg.decontaminate(image, alpha, est, amount, progress=lambda f: progress("foreground", 0.92 + 0.03 * f)), method
 
     def learned_foreground(self, image: np.ndarray, alpha: np.ndarray, method: str, params: dict[str, Any], progress: Callable[[float], None]) -> np.ndarray:
         """The colour network on tiles around the soft pixels only; elsewhere F is the image (alpha 0 or 1)."""
@@ -373,6 +406,20 @@ class Engine:
             return rt.predict(image[y0:y1, x0:x1], alpha=alpha[y0:y1, x0:x1], base=b)
 
         return tiling.run_tiled(tile, alpha.shape, soft, image, tile=config.TILE_PX, overlap=config.TILE_OVERLAP_PX, progress=progress)
+
+
+def warm_up() -> None:
+    """Compile (the first time after install; numba caches it on disk) or load the solvers' kernels,
+    so that no user's job waits for a compiler. `make setup` runs it; the daemon runs it on its
+    worker at start, before the first job."""
+    from . import foreground, refine
+
+    yy, xx = np.mgrid[0:24, 0:24].astype(np.float32)
+    alpha = np.clip((xx - 12) / 4 + 0.5, 0, 1)
+    image = np.stack([alpha, 1 - alpha, 0.5 + 0 * alpha], -1).astype(np.float32)
+    tri = refine.guidance_to_trimap((alpha > 0.5).astype(np.float32), 6)
+    refine.closed_form_in_band(image, tri)
+    foreground.estimate_foreground_ml_band(image, alpha)
 
 
 def within_selection(alpha: np.ndarray, guidance: np.ndarray, band_px: int | None) -> np.ndarray:

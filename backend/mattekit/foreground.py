@@ -12,6 +12,7 @@ tiles run on several threads (the kernel releases the GIL).
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -23,6 +24,8 @@ ProgressFn = Callable[[float], None]
 ALPHA_EPS = 1.0 / 512.0
 #: Context kept around the soft pixels of a crop so the solver sees the nearby colours.
 FOREGROUND_MARGIN_PX = 32
+#: How often a running solve reports progress (and so how soon a cancel is seen), seconds.
+PROGRESS_INTERVAL_S = 0.2
 #: Threads running tiles at once (the machine's cores; tiles are independent).
 FOREGROUND_THREADS = max(1, min(8, os.cpu_count() or 1))
 
@@ -60,7 +63,7 @@ def _kernel():
         from numba import njit
 
         @njit(cache=True, nogil=True)
-        def ml_band(image, alpha, lo, eps, reach, dense_px, regularization, n_small, n_big, small_size, gradient_weight):  # pragma: no cover - numba
+        def ml_band(image, alpha, lo, eps, reach, dense_px, regularization, n_small, n_big, small_size, gradient_weight, state):  # pragma: no cover - numba
             h0, w0, _ = image.shape
             fm0 = fm1 = fm2 = bm0 = bm1 = bm2 = 0.0
             nf = 0
@@ -87,6 +90,13 @@ def _kernel():
             B_prev[0, 0, 1] = bm1 / (nb + 1e-5)
             B_prev[0, 0, 2] = bm2 / (nb + 1e-5)
             n_levels = max(1, int(np.ceil(np.log2(max(w0, h0)))))  # a 1x1 image still has one level
+            # state: [rows done, rows in all, cancel]: read by the caller's thread while this runs.
+            total = 0.0
+            for lev in range(n_levels + 1):
+                hl = round(h0 ** (lev / n_levels))
+                wl = round(w0 ** (lev / n_levels))
+                total += hl * (3 + (n_small if (wl <= small_size and hl <= small_size) else n_big))
+            state[1] = total + h0
             F = F_prev
             for lev in range(n_levels + 1):
                 w = round(w0 ** (lev / n_levels))
@@ -107,6 +117,8 @@ def _kernel():
                 B = np.empty((h, w, 3), np.float32)
                 rows = np.zeros((h, w), np.bool_)
                 for y in range(h):
+                    if state[2] != 0:
+                        return F
                     # soft pixels dilated along the row by `reach`
                     last = -(10**9)
                     for x in range(w):
@@ -163,9 +175,13 @@ def _kernel():
                             else:
                                 for c in range(3):
                                     B[y, x, c] = image[ys, xs, c]
+                state[0] += 3 * h
                 n_iter = n_small if (w <= small_size and h <= small_size) else n_big
                 for _ in range(n_iter):
                     for y in range(h):
+                        state[0] += 1
+                        if state[2] != 0:
+                            return F  # cancelled: the caller discards it
                         ys = my[y]
                         for x in range(w):
                             if not active[y, x]:
@@ -220,6 +236,7 @@ def _kernel():
             # Outside 0 < alpha < 1 - eps the answer is the image itself (exact for alpha = 1, and
             # what decontamination keeps where alpha = 0): one pass here saves a masked copy after.
             for y in range(h0):
+                state[0] += 1
                 for x in range(w0):
                     av = alpha[y, x]
                     if not (av > lo and av < 1.0 - eps):
@@ -243,6 +260,7 @@ def estimate_foreground_ml_band(
     n_big_iterations: int = 2,
     small_size: int = 32,
     gradient_weight: float = 1.0,
+    progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Germer et al.'s multi-level foreground estimation, updating only pixels near soft alpha.
 
@@ -254,6 +272,8 @@ def estimate_foreground_ml_band(
     solution (F = image where alpha ~ 1, B = image where alpha ~ 0). The iterations' cost
     follows the band's area, not the frame's; a few cheap O(h w) passes remain (level masks,
     initialisation, writing the output).
+    progress: called with the fraction done every PROGRESS_INTERVAL_S while the kernel runs;
+        raise from it to cancel (the kernel stops at its next row, the exception propagates).
     Returns float32 (h, w, 3) in [0, 1]: the estimate where 0 < alpha < 1 - eps, the image elsewhere.
     Memory: the output (12 B/px), two masks (2 B/px), B at the finest level (allocated, but its
     pages are touched only near the band) and the coarser levels (~1/3 of that); the image and
@@ -261,8 +281,37 @@ def estimate_foreground_ml_band(
     """
     img = np.ascontiguousarray(image, np.float32)
     a = np.ascontiguousarray(alpha, np.float32)
-    return _kernel()(img, a, np.float32(0.0), np.float32(eps), int(reach), int(dense_px), np.float32(regularization), int(n_small_iterations),
-                     int(n_big_iterations), int(small_size), np.float32(gradient_weight))
+    args = (img, a, np.float32(0.0), np.float32(eps), int(reach), int(dense_px), np.float32(regularization), int(n_small_iterations),
+            int(n_big_iterations), int(small_size), np.float32(gradient_weight))
+    state = np.zeros(3, np.float64)
+    if progress is None:
+        return _kernel()(*args, state)
+    # The kernel releases the GIL and counts its rows in `state`; this thread reports them and,
+    # when `progress` raises (a cancel), tells the kernel to stop at its next row.
+    kernel = _kernel()  # compiled (or loaded) before the clock starts
+    result: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(kernel(*args, state))
+        except BaseException as e:  # pragma: no cover - numba raises only on bugs
+            errors.append(e)
+
+    worker = threading.Thread(target=work, name="foreground", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(PROGRESS_INTERVAL_S)
+            if state[1] > 0:
+                progress(min(1.0, state[0] / state[1]))
+    except BaseException:
+        state[2] = 1.0
+        worker.join()
+        raise
+    if errors:
+        raise errors[0]
+    return result[0]
 
 
 def estimate_foreground(
@@ -278,8 +327,8 @@ def estimate_foreground(
     """Foreground colour F with I = alpha F + (1 - alpha) B, solved only near soft pixels.
 
     image: float (H, W, 3) in [0, 1]; alpha: float (H, W) in [0, 1].
-    progress: called with the fraction done (per tile when tiled, else once at the end);
-        raise from it to cancel.
+    progress: called with the fraction done (per tile when tiled, else every
+        PROGRESS_INTERVAL_S while the solver runs); raise from it to cancel.
     tile: None (default) solves the whole frame in one band-limited pass
         (`estimate_foreground_ml_band`: only pixels near soft alpha are iterated, so the cost
         follows the band's area; ~15-20 B/px touched beyond the output). An int bounds memory: each
@@ -310,7 +359,7 @@ def estimate_foreground(
     if tile is None or (h <= tile and w <= tile):
         # Whole frame in one call: the solver's coarse levels see the whole picture (best quality);
         # its cost follows the band.
-        fg = estimate_foreground_ml_band(image, alpha, n_big_iterations=iterations)  # the image itself outside 0 < alpha < 1 - eps
+        fg = estimate_foreground_ml_band(image, alpha, n_big_iterations=iterations, progress=progress)  # the image itself outside 0 < alpha < 1 - eps
         if progress is not None:
             progress(1.0)
         return fg
@@ -363,24 +412,30 @@ def classical_iterations(alpha: np.ndarray) -> int:
     return int(max(2, min(config.FOREGROUND_ITERATIONS, config.FOREGROUND_ITERATION_BUDGET // soft)))
 
 
-def decontaminate(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray, amount: float) -> np.ndarray:
+def decontaminate(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray, amount: float,
+                  *, progress: ProgressFn | None = None) -> np.ndarray:
     """Replace edge colours by the estimated foreground.
 
     image, foreground: float (H, W, 3) in [0, 1]; alpha: float (H, W) in [0, 1];
     amount in [0, 1]: 0 keeps the image's colours, 1 uses the foreground estimate.
+    progress: called with the fraction done after each strip of rows; raise from it to cancel.
     Returns float32 (H, W, 4) RGBA: rgb = image + amount (foreground - image) where alpha > 0
     (the image elsewhere), a = alpha.
     """
     if not 0.0 <= amount <= 1.0:
         raise ValueError(f"amount must be in [0, 1], got {amount}")
-    image = np.asarray(image, dtype=np.float32)
-    alpha = np.asarray(alpha, dtype=np.float32)
-    foreground = np.asarray(foreground, dtype=np.float32)
-    # Written in place into the one RGBA output: no full-frame temporaries (this runs at 100 MP).
-    out = np.empty(image.shape[:2] + (4,), np.float32)
-    rgb = out[..., :3]
-    np.subtract(foreground, image, out=rgb)
-    rgb *= np.where(alpha > 0, np.float32(amount), np.float32(0))[..., None]  # 4 B/px, not a broadcast mask
-    rgb += image  # weight 0 (amount 0, or alpha 0) gives the image bit for bit
-    out[..., 3] = alpha
+    h, w = np.shape(alpha)[:2]
+    out = np.empty((h, w, 4), np.float32)
+    # Strips of rows: the temporaries are one strip's (this runs at 100 MP), and each is a checkpoint.
+    step = max(1, (1 << 21) // max(1, w))
+    for y in range(0, h, step):
+        img = np.asarray(image[y : y + step], np.float32)
+        a = np.asarray(alpha[y : y + step], np.float32)
+        rgb = np.subtract(np.asarray(foreground[y : y + step], np.float32), img)
+        rgb *= np.where(a > 0, np.float32(amount), np.float32(0))[..., None]
+        rgb += img  # weight 0 (amount 0, or alpha 0) gives the image bit for bit
+        out[y : y + step, :, :3] = rgb
+        out[y : y + step, :, 3] = a
+        if progress is not None:
+            progress(min(1.0, (y + step) / h))
     return out

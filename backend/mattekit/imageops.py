@@ -6,6 +6,8 @@ All functions are pure: arrays in, new arrays out. Float images are float32;
 
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -56,8 +58,8 @@ def to_float(arr: np.ndarray) -> np.ndarray:
     """
     arr = np.asarray(arr)
     dt = arr.dtype
-    if dt in _INT_MAX:
-        return arr.astype(np.float32) * np.float32(1.0 / _INT_MAX[dt])
+    if dt in _INT_MAX:  # one pass, no integer-to-float temporary
+        return np.multiply(arr, np.float32(1.0 / _INT_MAX[dt]), dtype=np.float32)
     if dt in _FLOAT_DTYPES:
         return arr.astype(np.float32, copy=True)
     if dt == np.bool_:
@@ -65,32 +67,37 @@ def to_float(arr: np.ndarray) -> np.ndarray:
     raise TypeError(f"unsupported dtype {dt}; expected uint8, uint16, float16, float32 or float64")
 
 
-def from_float(arr: np.ndarray, dtype: np.dtype | type | str) -> np.ndarray:
+def from_float(arr: np.ndarray, dtype: np.dtype | type | str, progress: Callable[[float], None] | None = None) -> np.ndarray:
     """float array in [0, 1] -> `dtype` (uint8, uint16, float16, float32).
 
     Integers: clipped to [0, 1], scaled, rounded half-up (x*max + 0.5, floored), NaN -> 0.
     Floats: cast only (no clipping, so out-of-range float data is preserved).
-    Integer conversion runs in float32 chunks into the preallocated output, so a 100 MP RGBA
-    frame needs no full-size temporaries (float32 is exact for these integers: < 2**24).
+    Conversion runs in chunks into the preallocated output, so a 100 MP RGBA frame needs no
+    full-size temporaries (float32 is exact for these integers: < 2**24); `progress` is called
+    with the fraction done after each chunk (raise from it to cancel).
     """
     dt = np.dtype(dtype)
     arr = np.asarray(arr)
-    if dt in _INT_MAX:
-        m = np.float32(_INT_MAX[dt])
-        out = np.empty(arr.shape, dt)
-        src, dst = arr.reshape(-1), out.reshape(-1)
-        step = 1 << 22
-        for i in range(0, src.size, step):
-            c = np.nan_to_num(src[i:i + step].astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-            np.clip(c, 0.0, 1.0, out=c)
+    if dt not in _INT_MAX and dt not in _FLOAT_DTYPES:
+        raise TypeError(f"unsupported dtype {dt}; expected uint8, uint16, float16 or float32")
+    out = np.empty(arr.shape, dt)
+    src, dst = arr.reshape(-1), out.reshape(-1)
+    step = 1 << 22
+    m = np.float32(_INT_MAX.get(dt, 1))
+    for i in range(0, src.size, step):
+        if dt in _INT_MAX:
+            c = src[i:i + step].astype(np.float32)
+            c[np.isnan(c)] = 0.0
+            np.clip(c, 0.0, 1.0, out=c)  # also +-inf
             c *= m
             c += np.float32(0.5)
             np.floor(c, out=c)
             dst[i:i + step] = c
-        return out
-    if dt in _FLOAT_DTYPES:
-        return arr.astype(dt)
-    raise TypeError(f"unsupported dtype {dt}; expected uint8, uint16, float16 or float32")
+        else:
+            dst[i:i + step] = src[i:i + step]
+        if progress is not None:
+            progress(min(1.0, (i + step) / src.size))
+    return out
 
 
 def disk(radius: int) -> np.ndarray:
@@ -157,3 +164,61 @@ def check_finite(arr: np.ndarray, name: str = "array") -> np.ndarray:
         n_inf = int(np.isinf(arr).sum())
         raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} Inf values")
     return arr
+
+
+def box_mean(arr: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over the (2r+1)^2 window around each pixel, float32, same shape; the border is reflected."""
+    k = 2 * radius + 1
+    return cv2.blur(np.ascontiguousarray(arr, dtype=np.float32), (k, k), borderType=cv2.BORDER_REFLECT)
+
+
+def guided_coefficients(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The guided filter's local linear model (He et al., TPAMI 2013, colour guide): src ~ a . guide + b.
+
+    guide: float (H, W, 3) in [0, 1]. src: float (H, W). radius: window radius in px.
+    eps: ridge on each window's colour covariance (larger: smoother, less edge-following).
+    Returns (a float32 (H, W, 3), b float32 (H, W)), already averaged over the windows covering
+    each pixel, so ``(a * guide).sum(-1) + b`` is the filter's output — and the same a, b carried
+    up to a finer guide give its output there (He & Sun 2015, "Fast guided filter").
+    """
+    guide = np.ascontiguousarray(guide, dtype=np.float32)
+    src = np.ascontiguousarray(src, dtype=np.float32)
+    mean_i = box_mean(guide, radius)
+    mean_p = box_mean(src, radius)
+    cov_ip = box_mean(guide * src[..., None], radius) - mean_i * mean_p[..., None]
+    sigma = np.empty(src.shape + (3, 3), np.float32)
+    for i in range(3):
+        for j in range(i, 3):
+            sigma[..., i, j] = sigma[..., j, i] = box_mean(guide[..., i] * guide[..., j], radius) - mean_i[..., i] * mean_i[..., j]
+    sigma += np.float32(eps) * np.eye(3, dtype=np.float32)
+    a = np.linalg.solve(sigma, cov_ip[..., None])[..., 0]
+    b = mean_p - (a * mean_i).sum(-1)
+    return box_mean(a, radius), box_mean(b, radius)
+
+
+def sample_linear(arr: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], full: tuple[int, int]) -> np.ndarray:
+    """Rows [r0, r1) x cols [c0, c1) of `arr` (h, w[, C]) bilinearly enlarged to `full` = (H, W).
+
+    The same values as ``resize_linear(arr, full)[r0:r1, c0:c1]`` (cv2's pixel-centre convention,
+    edges replicated) without the full-size array, so a large frame can be carried up strip by strip.
+    Separable: rows are interpolated on the small array first, then columns.
+    """
+    (r0, r1), (c0, c1), (hh, ww) = rows, cols, full
+    h, w = arr.shape[:2]
+    arr = np.asarray(arr, dtype=np.float32)
+
+    def taps(lo: int, hi: int, n_small: int, n_full: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(lo, hi, dtype=np.float64) + 0.5) * (n_small / n_full) - 0.5, 0, n_small - 1)
+        i0 = np.floor(pos).astype(np.intp)
+        i1 = np.minimum(i0 + 1, n_small - 1)
+        return i0, i1, (pos - i0).astype(np.float32)
+
+    y0, y1, fy = taps(r0, r1, h, hh)
+    x0, x1, fx = taps(c0, c1, w, ww)
+    extra = (1,) * (arr.ndim - 2)
+    fy = fy.reshape((-1, 1) + extra)
+    fx = fx.reshape((1, -1) + extra)
+    lo, hi = min(y0.min(initial=0), y1.min(initial=0)), max(y0.max(initial=0), y1.max(initial=0)) + 1
+    part = arr[lo:hi]  # only the small rows this strip needs
+    by_rows = part[y0 - lo] * (1 - fy) + part[y1 - lo] * fy  # (r1-r0, w[, C])
+    return by_rows[:, x0] * (1 - fx) + by_rows[:, x1] * fx
