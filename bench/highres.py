@@ -234,7 +234,10 @@ def bench_select_subject(data: dict[str, np.ndarray], tmp: str) -> dict[str, Any
     from mattekit_training import metrics
 
     gt = data["alpha"]
-    subject = [n for n, e in list_weights().items() if (e.get("task") or "") == "trimap_free"]
+    try:  # what Select Subject uses by default (a packaged model such as u2netp when fetched)
+        subject = [Engine().choose_method("trimap_free", "auto")]
+    except Exception:  # noqa: BLE001 - no subject model installed
+        subject = [n for n, e in list_weights().items() if (e.get("task") or "") == "trimap_free"]
     oracle = not subject
     if oracle:  # no trained subject model: a random light GFM, for speed only
         torch.manual_seed(0)

@@ -52,7 +52,7 @@ def run(op: str, mp: float, cancel_at: float) -> dict[str, Any]:
     from mattekit.engine import Engine
 
     tmp = tempfile.mkdtemp(prefix="mkscale-")
-    d = Daemon(f"ipc://{tmp}/d.sock", engine=Engine(learned=False))
+    d = Daemon(f"ipc://{tmp}/d.sock", engine=Engine())
     ready = threading.Event()
     th = threading.Thread(target=d.serve, kwargs={"ready": ready.set, "install_signals": False}, daemon=True)
     th.start()
@@ -63,7 +63,8 @@ def run(op: str, mp: float, cancel_at: float) -> dict[str, Any]:
     inputs: dict[str, Any] = {"image": (rgba, "RGBA", "srgb")}
     if op == "refine":
         inputs["guidance"] = (guidance, "Y", "srgb")
-    params = {"outputs": ["alpha", "foreground"], "model": "classical"}
+    # Refine: the classical solve; Select Subject: the installed subject model (`auto`), then the band.
+    params = {"outputs": ["alpha", "foreground"], "model": "classical" if op == "refine" else "auto"}
     c = Client(d.endpoint, token=d.token, connect_timeout=30, retries=0, timeout=3600)
     try:
         events: list[tuple[float, str]] = []
@@ -79,7 +80,7 @@ def run(op: str, mp: float, cancel_at: float) -> dict[str, Any]:
         worst = int(np.argmax(gaps))
         stage_of_worst = events[worst - 1][1] if worst > 0 else "(start)"
         row = {"op": op, "MP": round(rgba.shape[0] * rgba.shape[1] / 1e6, 1), "total s": round(total, 1),
-               "progress messages": len(events), "longest gap s": round(float(gaps.max()), 2),
+               "model": res.model, "progress messages": len(events), "longest gap s": round(float(gaps.max()), 2),
                "gap after": stage_of_worst, "gaps over 1 s": [(events[i - 1][1] if i else "(start)", round(float(g), 2)) for i, g in enumerate(gaps) if g > 1],
                "timings": res.header.get("timings")}
         del res

@@ -93,7 +93,7 @@ def test_strips_leave_no_seam(monkeypatch):
     image, alpha = synth(200, 160)
     tri = refine.guidance_to_trimap((alpha > 0.5).astype(np.float32), 16)
     ref = refine.closed_form_in_band(image, tri, solve_px=3000)
-    monkeypatch.setattr(refine, "STRIP_ROWS", 7)
+    monkeypatch.setattr(config, "STRIP_PX", 7 * 160)  # strips of 7 rows
     np.testing.assert_allclose(refine.closed_form_in_band(image, tri, solve_px=3000), ref, atol=1e-6)
 
 
@@ -118,7 +118,8 @@ def test_twelve_megapixel_band_has_no_step_at_any_region_border():
     inside = band[1:] & band[:-1]
     steps = _step(pred, 0)
     typical = np.quantile(steps[inside], 0.999)
-    borders = np.arange(refine.STRIP_ROWS, h, refine.STRIP_ROWS) - 1
+    rows = config.STRIP_PX // w
+    borders = np.arange(rows, h, rows) - 1
     assert steps[borders][inside[borders]].max() <= typical
     assert float(np.abs(pred - alpha)[band].mean()) < 0.02
 
@@ -199,7 +200,7 @@ def test_a_region_no_known_pixel_reaches_keeps_the_fallback():
 def test_trimap_in_strips_is_the_whole_frame_answer_and_matches_morphology(monkeypatch):
     import cv2
 
-    monkeypatch.setattr(refine, "STRIP_PX", 2000)
+    monkeypatch.setattr(config, "STRIP_PX", 2000)
     rng = np.random.default_rng(4)
     blobs = cv2.GaussianBlur(rng.random((300, 200)).astype(np.float32), (0, 0), 12)
     g = (blobs > np.median(blobs)).astype(np.float32)

@@ -489,3 +489,43 @@ def test_the_job_memory_limit_follows_the_machine():
     # On a machine with less than ~27 GB, the largest accepted image is refused for its memory.
     biggest = P.BufferSpec("image", 20_000, config.MAX_PIXELS // 20_000, "u8", "RGBA")
     assert (estimate_job_bytes([biggest]) > config.MAX_JOB_BYTES) == (min(ram // 2, 16 * 2**30) < estimate_job_bytes([biggest]))
+
+
+def test_every_stage_of_a_job_reports_progress_and_a_cancel_ends_it_in_that_stage(start_daemon, monkeypatch):
+    """#22.6: a huge job must show progress at least every second and stop soon after a cancel, so
+    each full-frame pass runs in strips with a checkpoint after each. Small strips make a small
+    job show them all: decode, trimap, alpha, foreground and encode each report several times."""
+    from mattekit import config
+    from mattekit.client import Client, MatteError
+    from mattekit.engine import Engine
+
+    monkeypatch.setattr(config, "STRIP_PX", 4000)  # 10 rows of 400 px
+    d = start_daemon(engine=Engine(learned=False))
+    c = Client(d.endpoint, token=d.token, connect_timeout=30, retries=0, timeout=300)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:300, 0:400]
+    disc = (np.hypot(yy - 150, xx - 200) < 90).astype(np.uint8) * 255
+    img = np.dstack([rng.integers(0, 256, (300, 400, 3), dtype=np.uint8), np.full((300, 400), 255, np.uint8)])
+    img[disc > 0, :3] //= 2
+    seen: list[tuple[str, float]] = []
+    try:
+        c.refine(img, disc, band_px=12, outputs=["alpha", "foreground"], order="RGBA",
+                 progress=lambda stage, frac, header: seen.append((stage, frac)))
+        stages = [s for s, _ in seen]
+        for stage in ("decode", "trimap", "alpha", "foreground", "encode"):
+            assert stages.count(stage) >= 3, (stage, stages.count(stage))
+        fracs = [f for _, f in seen]
+        assert fracs == sorted(fracs)
+        # Cancel as soon as the foreground stage starts: the job ends there, nothing is encoded.
+        after: list[str] = []
+
+        def cancel_in_foreground(stage, frac, header):
+            after.append(stage)
+            return stage != "foreground"
+
+        with pytest.raises(MatteError) as e:
+            c.refine(img, disc, band_px=12, outputs=["alpha", "foreground"], order="RGBA", progress=cancel_in_foreground)
+        assert e.value.code == P.E_CANCELLED
+        assert "encode" not in after[after.index("foreground"):]
+    finally:
+        c.close()

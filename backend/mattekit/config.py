@@ -95,6 +95,13 @@ TILE_OVERLAP_PX = 64
 #: a network pads each side to a multiple of 32 plus 32, so a 65535 x 1 strip would cost 64x its
 #: pixels (10.8 s vs 0.2 s measured for the PRN) and see no context across it.
 NET_MIN_SIDE = 32
+#: Pixels per strip of rows in the full-frame passes (decode, trimap, carry-up, decontaminate, encode):
+#: bounds their temporaries, and each strip is a progress/cancel checkpoint (~0.05 s on 2 cores),
+#: so a 100 MP job reports progress and answers a cancel within about a second.
+STRIP_PX = 1 << 21
+#: Threads for independent strips and tiles (the machine's cores, at most 8): numpy, cv2 and the
+#: numba kernels release the GIL, so strips run in parallel.
+THREADS = max(1, min(8, os.cpu_count() or 1))
 #: Preview alpha sent before the full-resolution answer: long side in px.
 PREVIEW_SIDE = 512
 

@@ -44,17 +44,17 @@ def _unit(arr: np.ndarray, name: str, *, linear: bool = False, progress: Callabl
     into the output, and a checkpoint follows: at 100 MP first touching the output alone takes seconds.
     """
     out = np.empty(arr.shape, np.float32)
-    step = max(1, (1 << 20) // max(1, arr.shape[1]))
     floating = not np.issubdtype(arr.dtype, np.integer)
-    for y in range(0, arr.shape[0], step):
-        part = imageops.to_float(np.ascontiguousarray(arr[y : y + step]))
+
+    def strip(y0: int, y1: int) -> None:
+        part = imageops.to_float(np.ascontiguousarray(arr[y0:y1]))
         if floating:
             if not imageops.is_finite(part):
                 raise P.ProtocolError(P.E_BAD_VALUES, f"'{name}' contains NaN or Inf values")
             np.clip(part, 0.0, 1.0, out=part)
-        out[y : y + step] = imageops.linear_to_srgb(part) if linear else part
-        if progress is not None:
-            progress(min(1.0, (y + step) / arr.shape[0]))
+        out[y0:y1] = imageops.linear_to_srgb(part) if linear else part
+
+    imageops.run_strips(arr.shape[0], config.STRIP_PX // max(1, arr.shape[1]), strip, progress=progress, threads=config.THREADS)
     return out
 
 

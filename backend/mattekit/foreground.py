@@ -11,12 +11,13 @@ tiles run on several threads (the kernel releases the GIL).
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
+
+from . import config
 
 ProgressFn = Callable[[float], None]
 
@@ -27,7 +28,7 @@ FOREGROUND_MARGIN_PX = 32
 #: How often a running solve reports progress (and so how soon a cancel is seen), seconds.
 PROGRESS_INTERVAL_S = 0.2
 #: Threads running tiles at once (the machine's cores; tiles are independent).
-FOREGROUND_THREADS = max(1, min(8, os.cpu_count() or 1))
+FOREGROUND_THREADS = config.THREADS
 
 
 def soft_region(alpha: np.ndarray, eps: float = ALPHA_EPS) -> np.ndarray:
@@ -406,8 +407,6 @@ def classical_foreground(image: np.ndarray, alpha: np.ndarray, *, progress: Prog
 def classical_iterations(alpha: np.ndarray) -> int:
     """`config.FOREGROUND_ITERATIONS`, fewer (down to 2) when the soft region is so large that they
     would exceed `config.FOREGROUND_ITERATION_BUDGET` soft-pixel iterations."""
-    from . import config
-
     soft = max(1, int(np.count_nonzero(soft_region(np.asarray(alpha)))))
     return int(max(2, min(config.FOREGROUND_ITERATIONS, config.FOREGROUND_ITERATION_BUDGET // soft)))
 
@@ -424,18 +423,19 @@ def decontaminate(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray, 
     """
     if not 0.0 <= amount <= 1.0:
         raise ValueError(f"amount must be in [0, 1], got {amount}")
+    from . import imageops
+
     h, w = np.shape(alpha)[:2]
     out = np.empty((h, w, 4), np.float32)
-    # Strips of rows: the temporaries are one strip's (this runs at 100 MP), and each is a checkpoint.
-    step = max(1, (1 << 21) // max(1, w))
-    for y in range(0, h, step):
-        img = np.asarray(image[y : y + step], np.float32)
-        a = np.asarray(alpha[y : y + step], np.float32)
-        rgb = np.subtract(np.asarray(foreground[y : y + step], np.float32), img)
+
+    def strip(y0: int, y1: int) -> None:  # one strip's temporaries, not a frame's (this runs at 100 MP)
+        img = np.asarray(image[y0:y1], np.float32)
+        a = np.asarray(alpha[y0:y1], np.float32)
+        rgb = np.subtract(np.asarray(foreground[y0:y1], np.float32), img)
         rgb *= np.where(a > 0, np.float32(amount), np.float32(0))[..., None]
         rgb += img  # weight 0 (amount 0, or alpha 0) gives the image bit for bit
-        out[y : y + step, :, :3] = rgb
-        out[y : y + step, :, 3] = a
-        if progress is not None:
-            progress(min(1.0, (y + step) / h))
+        out[y0:y1, :, :3] = rgb
+        out[y0:y1, :, 3] = a
+
+    imageops.run_strips(h, config.STRIP_PX // max(1, w), strip, progress=progress, threads=config.THREADS)
     return out

@@ -222,3 +222,37 @@ def sample_linear(arr: np.ndarray, rows: tuple[int, int], cols: tuple[int, int],
     part = arr[lo:hi]  # only the small rows this strip needs
     by_rows = part[y0 - lo] * (1 - fy) + part[y1 - lo] * fy  # (r1-r0, w[, C])
     return by_rows[:, x0] * (1 - fx) + by_rows[:, x1] * fx
+
+
+def run_strips(
+    height: int, rows: int, fn: Callable[[int, int], None], *,
+    progress: Callable[[float], None] | None = None, threads: int = 1,
+) -> None:
+    """Call fn(y0, y1) for consecutive strips of `rows` rows covering [0, height).
+
+    fn must write only its own rows (strips are independent), so `threads` of them may run at once:
+    numpy and cv2 release the GIL on large arrays. progress(fraction done) is called on this
+    thread after each strip, in order; raise from it to cancel (strips not started are dropped,
+    running ones finish, then the exception propagates).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = max(1, int(rows))
+    strips = [(y, min(height, y + rows)) for y in range(0, height, rows)]
+    if threads <= 1 or len(strips) <= 1:
+        for y0, y1 in strips:
+            fn(y0, y1)
+            if progress is not None:
+                progress(y1 / height)
+        return
+    with ThreadPoolExecutor(min(threads, len(strips))) as pool:
+        futures = [pool.submit(fn, y0, y1) for y0, y1 in strips]
+        try:
+            for (_, y1), f in zip(strips, futures):
+                f.result()
+                if progress is not None:
+                    progress(y1 / height)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise

@@ -35,10 +35,6 @@ CG_MAX_ITER = 5000
 #: The guided filter that carries the working alpha up: window radius (working px) and ridge.
 GUIDED_RADIUS = 1
 GUIDED_EPS = 1e-4
-#: Full-resolution rows evaluated at once (bounds memory; each strip is a progress/cancel point).
-STRIP_ROWS = 256
-#: Pixels per strip when making the trimap (plus band_px/2 rows of context each side).
-STRIP_PX = 1 << 22
 
 
 def default_band_px(h: int, w: int) -> int:
@@ -84,23 +80,21 @@ def guidance_to_trimap(
     h, w = g.shape
     radius = max(1, int(round(band_px / 2)))
     out = np.empty((h, w), np.float32)
-    step = max(4 * radius, STRIP_PX // max(1, w))
-    for y0 in range(0, h, step):
-        y1 = min(h, y0 + step)
+
+    def strip(y0: int, y1: int) -> None:
+        part = g[y0:y1]
         if as_trimap:
-            part = g[y0:y1]
             out[y0:y1] = np.where(part >= 0.75, 1.0, np.where(part <= 0.25, 0.0, 0.5))
-        else:
-            e0, e1 = max(0, y0 - radius), min(h, y1 + radius)
-            fg = (g[e0:e1] >= 0.5).astype(np.uint8)
-            unknown = near_edge(fg, radius)[y0 - e0 : y1 - e0]
-            part = g[y0:y1]
-            unknown |= (part > SOFT_LOW) & (part < SOFT_HIGH)
-            tri = out[y0:y1]
-            tri[...] = fg[y0 - e0 : y1 - e0]
-            tri[unknown] = 0.5
-        if progress is not None:
-            progress(y1 / h)
+            return
+        e0, e1 = max(0, y0 - radius), min(h, y1 + radius)  # band_px/2 rows of context each side
+        fg = (g[e0:e1] >= 0.5).astype(np.uint8)
+        unknown = near_edge(fg, radius)[y0 - e0 : y1 - e0]
+        unknown |= (part > SOFT_LOW) & (part < SOFT_HIGH)
+        tri = out[y0:y1]
+        tri[...] = fg[y0 - e0 : y1 - e0]
+        tri[unknown] = 0.5
+
+    imageops.run_strips(h, max(4 * radius, config.STRIP_PX // max(1, w)), strip, progress=progress, threads=config.THREADS)
     return out
 
 
@@ -137,9 +131,16 @@ def _work_trimap(trimap: np.ndarray, size: tuple[int, int], progress: ProgressFn
     """
     full = np.uint16(65535)
     out = np.full(size, 0.5, np.float32)
-    for k, (mask, value) in enumerate(((trimap >= 0.9, 1.0), (trimap <= 0.1, 0.0))):
-        small = cv2.resize(mask.view(np.uint8) * full, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        out[small == full] = value
+    h, w = trimap.shape
+    indicator = np.empty((h, w), np.uint16)  # one buffer for both labels, filled in strips (checkpoints)
+    for k, (test, value) in enumerate(((np.greater_equal, 0.9), (np.less_equal, 0.1))):
+        def fill(y0: int, y1: int) -> None:
+            np.multiply(test(trimap[y0:y1], np.float32(value)), full, out=indicator[y0:y1], casting="unsafe")
+
+        imageops.run_strips(h, config.STRIP_PX // max(1, w), fill, threads=config.THREADS,
+                            progress=None if progress is None else (lambda f: progress((k + 0.8 * f) / 2)))
+        small = cv2.resize(indicator, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        out[small == full] = 1.0 if value > 0.5 else 0.0
         if progress is not None:
             progress((k + 1) / 2)
     return out
@@ -244,8 +245,8 @@ def carry_up(
     a, b = imageops.guided_coefficients(work_image, work_alpha, GUIDED_RADIUS, GUIDED_EPS)
     ab = np.concatenate([a, b[..., None]], axis=-1)
     h, w = band.shape
-    strips = [(y, min(h, y + STRIP_ROWS)) for y in range(0, h, STRIP_ROWS)]
-    for k, (y0, y1) in enumerate(strips):
+
+    def strip(y0: int, y1: int) -> None:
         cols = np.flatnonzero(band[y0:y1].any(axis=0))
         if len(cols):
             x0, x1 = int(cols[0]), int(cols[-1]) + 1
@@ -253,8 +254,8 @@ def carry_up(
             q = np.einsum("yxc,yxc->yx", coef[..., :3], image[y0:y1, x0:x1]) + coef[..., 3]
             sel = band[y0:y1, x0:x1]
             out[y0:y1, x0:x1][sel] = np.clip(q[sel], 0.0, 1.0)
-        if progress is not None:
-            progress((k + 1) / len(strips))
+
+    imageops.run_strips(h, config.STRIP_PX // max(1, w), strip, progress=progress, threads=config.THREADS)
 
 
 def closed_form_in_band(
@@ -283,12 +284,21 @@ def closed_form_in_band(
     if image.shape[:2] != (h, w):
         raise ValueError(f"image {image.shape} and trimap {trimap.shape} differ in size")
     report = progress or (lambda f: None)
-    band = unknown_region(trimap)
+    # band and the known alpha in strips: single full-frame passes take ~1 s each at 100 MP
+    band = np.empty((h, w), bool)
+    alpha = np.empty((h, w), np.float32)
+
+    def split(y0: int, y1: int) -> None:
+        band[y0:y1] = unknown_region(trimap[y0:y1])
+        alpha[y0:y1] = trimap[y0:y1] >= 0.9
+
+    imageops.run_strips(h, config.STRIP_PX // max(1, w), split, threads=config.THREADS)
+    report(0.0)
     fb = np.full((h, w), 0.5, np.float32) if fallback is None else np.asarray(fallback, np.float32)
     n_unknown = int(np.count_nonzero(band))
     if not n_unknown:
         report(1.0)
-        return (trimap >= 0.9).astype(np.float32)
+        return alpha
     scale = min(1.0, math.sqrt((solve_px or config.REFINE_SOLVE_PX) / (h * w)),
                 math.sqrt((solve_unknown or config.REFINE_SOLVE_UNKNOWN) / n_unknown))
     if scale == 1.0:
@@ -302,7 +312,6 @@ def closed_form_in_band(
     report(0.04)
     work_alpha = solve_closed_form(work_image, work_trimap, imageops.resize_area(fb, size),
                                    progress=lambda f: report(0.05 + 0.6 * f))
-    alpha = (trimap >= 0.9).astype(np.float32)
     report(0.66)
     carry_up(image, band, work_image, work_alpha, alpha, progress=lambda f: report(0.66 + 0.34 * f))
     return alpha
