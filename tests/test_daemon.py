@@ -352,6 +352,23 @@ def test_shutdown_op_stops_the_daemon(start_daemon):
     assert not Path(d.endpoint[6:]).exists()
 
 
+def test_cli_stop_of_a_separate_daemon_is_answered_before_it_goes(mk_env):
+    """`mattekit stop` must see the daemon's "stopping" reply, not its closed connection."""
+    endpoint = f"ipc://{mk_env}/rt/d.sock"
+    daemon = _serve(mk_env, endpoint)
+    try:
+        _wait_ready(endpoint, mk_env)
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "backend"))
+        stop = subprocess.run([sys.executable, "-m", "mattekit", "--endpoint", endpoint, "stop"],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert stop.returncode == 0 and "stopping" in stop.stdout, stop.stderr
+        daemon.wait(timeout=30)
+        assert daemon.returncode == 0 and not Path(endpoint[6:]).exists()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+
+
 @pytest.mark.parametrize("hw", [(1, 1), (1, 9), (9, 1), (2, 2)])
 def test_degenerate_sizes_with_soft_alpha_are_served(daemon, hw):
     _, c = daemon

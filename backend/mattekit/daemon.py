@@ -44,6 +44,9 @@ import zmq
 from . import __version__, config
 from . import protocol as P
 
+#: How long the daemon's socket keeps trying to deliver queued replies when it stops (ms).
+SHUTDOWN_LINGER_MS = 1000
+
 log = logging.getLogger("mattekit.daemon")
 
 
@@ -449,7 +452,8 @@ class Daemon:
         self.scheduler.close()
         self.worker.join(timeout=10)
         self._forward_replies()
-        self.router.close(0)
+        # A short linger: replies already queued (the `shutdown` op's own "stopping") still go out.
+        self.router.close(linger=SHUTDOWN_LINGER_MS)
         self.replies.close(0)
         if self.zap is not None:
             self.zap.close(0)

@@ -40,6 +40,8 @@ ProgressFn = Callable[[str, float, dict], Any]
 Inputs = Sequence[tuple[P.BufferSpec, Any]]
 Reply = tuple[dict[str, Any], list[Any]]
 
+#: After the daemon's connection closes, how long a reply it sent just before may take to be readable.
+DISCONNECT_GRACE_S = 0.2
 #: Written by ``mattekit install-plugin`` next to this file: how to start the daemon.
 INSTALL_INFO = Path(__file__).with_name("install.json")
 
@@ -173,7 +175,14 @@ class _PyZmqTransport:
             if self.sock in events:  # replies that arrived before a disconnect still count
                 return [f.buffer for f in self.sock.recv_multipart(copy=False)]  # memoryviews of the frames
             if self.monitor in events:
-                self._check_connection()
+                try:
+                    self._check_connection()
+                except ConnectionError:
+                    # A reply sent just before the daemon closed (the `shutdown` op's own) can
+                    # become readable a moment after the monitor reports the close.
+                    if self.sock.poll(int(DISCONNECT_GRACE_S * 1000)):
+                        return [f.buffer for f in self.sock.recv_multipart(copy=False)]
+                    raise
                 continue
             return None
 
