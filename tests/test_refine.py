@@ -216,3 +216,16 @@ def test_trimap_in_strips_is_the_whole_frame_answer_and_matches_morphology(monke
     k = imageops.disk(20)
     morph = cv2.dilate(fg, k, borderType=cv2.BORDER_REPLICATE) != cv2.erode(fg, k, borderType=cv2.BORDER_REPLICATE)
     assert (refine.near_edge(fg, 20) != morph).mean() < 0.01
+
+
+def test_a_solve_that_jacobi_does_not_finish_continues_with_incomplete_cholesky(monkeypatch, capsys, caplog):
+    from pymatting import estimate_alpha_cf
+
+    image, alpha = synth(64, 64)
+    tri = refine.guidance_to_trimap((alpha > 0.5).astype(np.float32), 16)
+    monkeypatch.setattr(refine, "JACOBI_MAX_ITER", 3)
+    with caplog.at_level("DEBUG", logger="mattekit.refine"):
+        out = refine.closed_form_in_band(image, tri)
+    full = estimate_alpha_cf(image.astype(np.float64), tri.astype(np.float64))
+    np.testing.assert_allclose(out, full, atol=2e-3)
+    assert capsys.readouterr().out == ""  # pymatting's console warnings, if any, went to the log

@@ -681,12 +681,12 @@ class Daemon:
         push = self.ctx.socket(zmq.PUSH)
         push.connect(self._reply_addr)
         self._read_capabilities()
+        prepare = getattr(self.engine, "prepare", None)
         try:
-            from .engine import warm_up
-
-            warm_up()  # here, not in the first job: a fresh install's first request would wait ~60 s
-        except Exception as exc:  # pragma: no cover - the job would then report the same failure
-            log.warning("could not prepare the solvers: %s", exc)
+            if prepare is not None:
+                prepare()  # here, not in the first job: a fresh install's first request waited ~60 s
+        except Exception as exc:  # the job would then report the same failure
+            log.warning("could not prepare the engine: %s", exc)
         try:
             while True:
                 job = self.scheduler.get()

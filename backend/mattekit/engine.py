@@ -200,6 +200,18 @@ class Engine:
         order = [m for m in learned if m not in self.not_auto] + [m for m in avail if m == "classical"]
         return order + [m for m in learned if m in self.not_auto]
 
+    def prepare(self) -> None:
+        """Before the first job (the daemon's worker calls it at start): compile or load the solvers'
+        kernels and load the default subject model, so the first Select Subject waits for neither
+        (measured on the sample cat: 2.9 s for the subject stage of a first job, 0.4 s after)."""
+        warm_up()
+        try:
+            method = self.choose_method("trimap_free", "auto")
+        except P.ProtocolError:  # no subject model installed
+            return
+        self.runtime(method, P.JOB_PARAMS["device"]).predict(np.full((64, 64, 3), 0.5, np.float32))
+        self.warnings = []  # a CPU fallback said here is said again by the job that meets it
+
     def runtime(self, name: str, device: str) -> Any:
         key = f"{name}@{device}"
         if key not in self._runtimes:
