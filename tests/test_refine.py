@@ -224,8 +224,12 @@ def test_a_solve_that_jacobi_does_not_finish_continues_with_incomplete_cholesky(
     image, alpha = synth(64, 64)
     tri = refine.guidance_to_trimap((alpha > 0.5).astype(np.float32), 16)
     monkeypatch.setattr(refine, "JACOBI_MAX_ITER", 3)
+    calls = []
+    real = refine._ichol
+    monkeypatch.setattr(refine, "_ichol", lambda m: calls.append(m.shape) or real(m))
     with caplog.at_level("DEBUG", logger="mattekit.refine"):
         out = refine.closed_form_in_band(image, tri)
+    assert calls  # three Jacobi steps are far from converged: the factorisation took over
     full = estimate_alpha_cf(image.astype(np.float64), tri.astype(np.float64))
     np.testing.assert_allclose(out, full, atol=2e-3)
     assert capsys.readouterr().out == ""  # pymatting's console warnings, if any, went to the log
