@@ -232,3 +232,23 @@ def test_residual_foreground_net_gets_the_full_frame_estimate(mk_env, start_daem
     soft = foreground.soft_region(alpha / 255.0)
     diff = np.abs(learned.foreground[..., :3].astype(int) - np.round(want * 255).astype(int))[soft]
     assert diff.max() <= 1, diff.max()
+
+
+def test_capabilities_are_read_without_importing_torch(mk_env):
+    """`hello` and job planning read the weights index only: importing torch (~2 s) would delay the
+    daemon's first job. A CPU-only torch build is told from its package metadata."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mattekit.engine import _cpu_only_torch
+
+    code = ("import sys; from mattekit.engine import Engine; caps = Engine().capabilities(); "
+            "print('torch' in sys.modules, caps['devices'], sorted(caps['models']))")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "backend"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip().endswith("['foreground', 'guided', 'trimap_free']")
+    if _cpu_only_torch():
+        assert out.stdout.startswith("False ['cpu'] ")

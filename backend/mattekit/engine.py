@@ -12,6 +12,7 @@ header as ``model``.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -122,6 +123,8 @@ class Engine:
     @staticmethod
     def devices() -> list[str]:
         devs = ["cpu"]
+        if "torch" not in sys.modules and _cpu_only_torch():
+            return devs  # importing torch (~2 s) to learn there is no GPU would delay the first job
         try:
             import torch
 
@@ -140,7 +143,7 @@ class Engine:
         if not self.learned:
             return by_task
         try:
-            from .models.checkpoints import list_weights
+            from .weights_index import list_weights  # no torch: `hello` and job planning stay quick
 
             for name, entry in list_weights().items():
                 task = entry.get("task") or _task_of_arch(entry.get("arch", ""))
@@ -517,8 +520,26 @@ def entry_subjects(entry: dict[str, Any]) -> str:
     return entry.get("subjects") or ("people" if entry.get("arch") in PEOPLE_ARCHS else "general")
 
 
+def _cpu_only_torch() -> bool:
+    """True when the installed torch is a CPU-only build (its version says `+cpu`) or absent, told
+    from the package metadata without importing it."""
+    from importlib import metadata
+
+    try:
+        return "+cpu" in metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return True
+
+
+#: Tasks of the architectures whose weights entries may predate the `task` field (the selfie
+#: fetcher wrote none): known without importing the model registry and with it torch.
+_LEGACY_ARCH_TASKS = {"selfie": "trimap_free"}
+
+
 def _task_of_arch(arch: str) -> str:
     """The task an architecture was registered with (weights entries written before `task` existed)."""
+    if arch in _LEGACY_ARCH_TASKS:
+        return _LEGACY_ARCH_TASKS[arch]
     from .models.registry import get_entry
 
     try:
