@@ -499,8 +499,31 @@ def test_every_stage_of_a_job_reports_progress_and_a_cancel_ends_it_in_that_stag
     from mattekit.client import Client, MatteError
     from mattekit.engine import Engine
 
+    class HeldEngine(Engine):
+        """With `hold`, the foreground stage waits, after its first report, until the client's cancel
+        has reached the daemon, then runs on: its own checkpoints must stop it (no race with a
+        job small enough to finish before the cancel arrives)."""
+
+        hold = False
+        daemon = None
+
+        def foreground(self, image, alpha, amount, params, progress):
+            waited = [not self.hold]
+
+            def report(stage, frac, **kw):
+                progress(stage, frac, **kw)
+                if stage == "foreground" and not waited[0]:
+                    waited[0] = True
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline and not any(j.cancel.is_set() for j in list(self.daemon.jobs.values())):
+                        time.sleep(0.005)
+
+            return super().foreground(image, alpha, amount, params, report)
+
     monkeypatch.setattr(config, "STRIP_PX", 4000)  # 10 rows of 400 px
-    d = start_daemon(engine=Engine(learned=False))
+    eng = HeldEngine(learned=False)
+    d = start_daemon(engine=eng)
+    eng.daemon = d
     c = Client(d.endpoint, token=d.token, connect_timeout=30, retries=0, timeout=300)
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:300, 0:400]
@@ -517,6 +540,7 @@ def test_every_stage_of_a_job_reports_progress_and_a_cancel_ends_it_in_that_stag
         fracs = [f for _, f in seen]
         assert fracs == sorted(fracs)
         # Cancel as soon as the foreground stage starts: the job ends there, nothing is encoded.
+        eng.hold = True
         after: list[str] = []
 
         def cancel_in_foreground(stage, frac, header):

@@ -259,7 +259,6 @@ class Engine:
             from .refine import is_trimap as looks_like_trimap
 
             # tol 0.01: an 8-bit trimap's 128 is 0.502, not 0.5.
-            progress("decode", at + 0.03)
             is_trimap = kind == "trimap" or (kind == "auto" and looks_like_trimap(g, tol=0.01))
             guidance = snap_trimap(g) if is_trimap else g
             meta["guidance_kind"] = "trimap" if is_trimap else "mask"
@@ -304,7 +303,7 @@ class Engine:
         from . import refine
 
         h, w = guidance.shape
-        method = self.refiner_for(self.choose_method("guided", params["model"]), (h, w))
+        method = self.classical_if_thin(self.choose_method("guided", params["model"]), (h, w))
         band_px = params["band_px"] or refine.default_band_px(h, w)
         progress("trimap", 0.08)
         trimap = refine.guidance_to_trimap(guidance, band_px, trimap={"trimap": True, "mask": False}.get(params.get("guidance_kind", "auto")),
@@ -312,8 +311,9 @@ class Engine:
         alpha = self.solve_band(image, trimap, guidance, method, params, lambda f: progress("alpha", 0.1 + 0.7 * f, model=method))
         return alpha, method
 
-    def refiner_for(self, method: str, shape: tuple[int, int]) -> str:
-        """`method`, or "classical" (with a warning) for an image too thin for a network."""
+    def classical_if_thin(self, method: str, shape: tuple[int, int]) -> str:
+        """`method`, or "classical" (with a warning) for an image too thin for a network: one pads
+        a thin strip to 64x its pixels and sees no context across it."""
         if method == "classical" or min(shape) >= config.NET_MIN_SIDE:
             return method
         self.warnings.append(
@@ -374,7 +374,7 @@ class Engine:
         scale = coarse.shape[0] / h
         up = imageops.resize_linear(coarse, (h, w)) if coarse.shape != (h, w) else coarse
         trimap = uncertain_trimap(up, radius=max(2, int(np.ceil(1 / scale))))
-        refiner = self.refiner_for(self.choose_method("guided", "auto"), (h, w))
+        refiner = self.classical_if_thin(self.choose_method("guided", "auto"), (h, w))
         progress("refine", 0.4, model=refiner)
         alpha = self.solve_band(image, trimap, up, refiner, params, lambda f: progress("refine", 0.4 + 0.4 * f, model=refiner))
         return np.clip(alpha, 0, 1).astype(np.float32), f"{method}+{refiner}"
@@ -393,9 +393,8 @@ class Engine:
         from . import foreground as fg
 
         # The `model` parameter names the alpha model; the colour estimator follows it only for "classical".
-        method = self.choose_method("foreground", "classical" if params["model"] == "classical" else "auto")
-        if min(alpha.shape) < config.NET_MIN_SIDE:  # a network pads a thin strip to 64x the pixels
-            method = "classical"
+        method = self.classical_if_thin(
+            self.choose_method("foreground", "classical" if params["model"] == "classical" else "auto"), alpha.shape)
         progress("foreground", 0.82, model=method)
         if method == "classical":
             est = fg.classical_foreground(image, alpha, progress=lambda f: progress("foreground", 0.82 + 0.1 * f))

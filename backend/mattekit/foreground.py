@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import config
+from . import config, imageops
 
 ProgressFn = Callable[[float], None]
 
@@ -423,8 +423,6 @@ def decontaminate(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray, 
     """
     if not 0.0 <= amount <= 1.0:
         raise ValueError(f"amount must be in [0, 1], got {amount}")
-    from . import imageops
-
     h, w = np.shape(alpha)[:2]
     out = np.empty((h, w, 4), np.float32)
 

