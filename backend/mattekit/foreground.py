@@ -5,13 +5,15 @@ Where alpha is 1 the foreground is the image; where alpha is 0 it does not matte
 (Germer et al. 2020, pymatting `estimate_foreground_ml`), so our numba port of it
 (`estimate_foreground_ml_band`) iterates only pixels near them: the work follows the
 band's area, not the photo's, at the same or better accuracy (docs/benchmarks.md,
-"High resolution and speed"). Optionally the frame is cut into tiles to bound memory;
-tiles run on several threads (the kernel releases the GIL).
+"High resolution and speed"). Every pass of the solver runs on
+several threads (red-black order, so the result does not depend on their number); optionally
+the frame is cut into tiles to bound memory, and then the tiles run on the threads.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -53,200 +55,206 @@ def soft_tiles(soft: np.ndarray, tile: int) -> list[tuple[int, int, int, int]]:
 
 
 # --------------------------------------------------------------------------- band-limited multi-level solver
+#
+# The solver is a Python driver over small numba kernels, each working on a range of rows (or
+# columns) so that the driver can run `threads` ranges at once (the kernels release the GIL). The
+# iterations use red-black ordering: a pixel's four neighbours have the other colour, so all pixels
+# of one colour update in parallel with a deterministic result (pymatting's raster-order
+# Gauss-Seidel converges to the same fixed point, but cannot be split).
 
-_KERNEL = None
+_KERNELS = None
 
 
-def _kernel():
-    """The numba-compiled band-limited solver (compiled once, cached on disk)."""
-    global _KERNEL
-    if _KERNEL is None:
+def _kernels():
+    """The numba-compiled pieces of the band-limited solver (compiled once, cached on disk)."""
+    global _KERNELS
+    if _KERNELS is None:
         from numba import njit
 
         @njit(cache=True, nogil=True)
-        def ml_band(image, alpha, lo, eps, reach, dense_px, regularization, n_small, n_big, small_size, gradient_weight, state):  # pragma: no cover - numba
-            h0, w0, _ = image.shape
-            fm0 = fm1 = fm2 = bm0 = bm1 = bm2 = 0.0
-            nf = 0
-            nb = 0
-            for y in range(h0):
-                for x in range(w0):
+        def sums(image, alpha, out, y0, y1):  # pragma: no cover - numba
+            """out[y] = sum of foreground rgb, count, sum of background rgb, count, for rows [y0, y1)
+            (per row, so the total does not depend on how the rows were split)."""
+            for y in range(y0, y1):
+                for x in range(image.shape[1]):
                     av = alpha[y, x]
                     if av > 0.9:
-                        fm0 += image[y, x, 0]
-                        fm1 += image[y, x, 1]
-                        fm2 += image[y, x, 2]
-                        nf += 1
-                    if av < 0.1:
-                        bm0 += image[y, x, 0]
-                        bm1 += image[y, x, 1]
-                        bm2 += image[y, x, 2]
-                        nb += 1
-            F_prev = np.empty((1, 1, 3), np.float32)
-            B_prev = np.empty((1, 1, 3), np.float32)
-            F_prev[0, 0, 0] = fm0 / (nf + 1e-5)
-            F_prev[0, 0, 1] = fm1 / (nf + 1e-5)
-            F_prev[0, 0, 2] = fm2 / (nf + 1e-5)
-            B_prev[0, 0, 0] = bm0 / (nb + 1e-5)
-            B_prev[0, 0, 1] = bm1 / (nb + 1e-5)
-            B_prev[0, 0, 2] = bm2 / (nb + 1e-5)
-            n_levels = max(1, int(np.ceil(np.log2(max(w0, h0)))))  # a 1x1 image still has one level
-            # state: [rows done, rows in all, cancel]: read by the caller's thread while this runs.
-            total = 0.0
-            for lev in range(n_levels + 1):
-                hl = round(h0 ** (lev / n_levels))
-                wl = round(w0 ** (lev / n_levels))
-                total += hl * (3 + (n_small if (wl <= small_size and hl <= small_size) else n_big))
-            state[1] = total + h0
-            F = F_prev
-            for lev in range(n_levels + 1):
-                w = round(w0 ** (lev / n_levels))
-                h = round(h0 ** (lev / n_levels))
-                hp, wp = F_prev.shape[0], F_prev.shape[1]
-                # Nearest-neighbour index maps: the level's image and alpha are read through them, never copied.
-                my = np.empty(h, np.int64)
-                mx = np.empty(w, np.int64)
-                py = np.empty(h, np.int64)
-                px = np.empty(w, np.int64)
-                for y in range(h):
-                    my[y] = min(h0 - 1, y * h0 // h)
-                    py[y] = min(hp - 1, y * hp // h)
-                for x in range(w):
-                    mx[x] = min(w0 - 1, x * w0 // w)
-                    px[x] = min(wp - 1, x * wp // w)
-                F = np.empty((h, w, 3), np.float32)
-                B = np.empty((h, w, 3), np.float32)
-                rows = np.zeros((h, w), np.bool_)
-                for y in range(h):
-                    if state[2] != 0:
-                        return F
-                    # soft pixels dilated along the row by `reach`
-                    last = -(10**9)
-                    for x in range(w):
-                        av = alpha[my[y], mx[x]]
-                        if av > lo and av < 1.0 - eps:
-                            last = x
-                        rows[y, x] = x - last <= reach
-                    last = 10**9
-                    for x in range(w - 1, -1, -1):
-                        av = alpha[my[y], mx[x]]
-                        if av > lo and av < 1.0 - eps:
-                            last = x
-                        if last - x <= reach:
-                            rows[y, x] = True
-                # ... then along columns, walking rows in memory order (a column walk is cache-hostile).
-                active = np.zeros((h, w), np.bool_)
-                if h * w <= dense_px:
-                    # Small levels are cheap: iterate everything, so colours diffuse into the
-                    # settled regions as in the full solver and seed the finer levels well.
-                    active[:, :] = True
-                    rows[:, :] = False
-                seen = np.full(w, -(10**9), np.int64)
-                for y in range(h):
-                    for x in range(w):
-                        if rows[y, x]:
-                            seen[x] = y
-                        if y - seen[x] <= reach:
-                            active[y, x] = True
-                seen[:] = 10**9
-                for y in range(h - 1, -1, -1):
-                    for x in range(w):
-                        if rows[y, x]:
-                            seen[x] = y
-                        if seen[x] - y <= reach:
-                            active[y, x] = True
-                # Start from the coarser level; settled pixels take the exact solution for alpha in
-                # {0, 1} (the observed colour is the layer they show), the hidden layer keeps its value.
-                last_level = lev == n_levels
-                for y in range(h):
-                    ys = my[y]
-                    yp = py[y]
-                    for x in range(w):
-                        if last_level and not active[y, x]:
-                            continue  # never read: the final pass writes F there, B is not returned
-                        xs = mx[x]
-                        xp = px[x]
                         for c in range(3):
-                            F[y, x, c] = F_prev[yp, xp, c]
-                            B[y, x, c] = B_prev[yp, xp, c]
-                        if not active[y, x]:
-                            if alpha[ys, xs] >= 0.5:
-                                for c in range(3):
-                                    F[y, x, c] = image[ys, xs, c]
-                            else:
-                                for c in range(3):
-                                    B[y, x, c] = image[ys, xs, c]
-                state[0] += 3 * h
-                n_iter = n_small if (w <= small_size and h <= small_size) else n_big
-                for _ in range(n_iter):
-                    for y in range(h):
-                        state[0] += 1
-                        if state[2] != 0:
-                            return F  # cancelled: the caller discards it
-                        ys = my[y]
-                        for x in range(w):
-                            if not active[y, x]:
-                                continue
-                            if last_level and not (active[y, max(0, x - 1)] and active[y, min(w - 1, x + 1)]
-                                                   and active[max(0, y - 1), x] and active[min(h - 1, y + 1), x]):
-                                continue  # on the rim: its neighbours outside were not initialised
-                            xs = mx[x]
-                            a0 = alpha[ys, xs]
-                            a1 = 1.0 - a0
-                            a00 = a0 * a0
-                            a01 = a0 * a1
-                            a11 = a1 * a1
-                            f0 = a0 * image[ys, xs, 0]
-                            f1 = a0 * image[ys, xs, 1]
-                            f2 = a0 * image[ys, xs, 2]
-                            g0 = a1 * image[ys, xs, 0]
-                            g1 = a1 * image[ys, xs, 1]
-                            g2 = a1 * image[ys, xs, 2]
-                            for d in range(4):
-                                x2 = x
-                                y2 = y
-                                if d == 0:
-                                    x2 = max(0, x - 1)
-                                elif d == 1:
-                                    x2 = min(w - 1, x + 1)
-                                elif d == 2:
-                                    y2 = max(0, y - 1)
-                                else:
-                                    y2 = min(h - 1, y + 1)
-                                da = regularization + gradient_weight * abs(a0 - alpha[my[y2], mx[x2]])
-                                a00 += da
-                                a11 += da
-                                f0 += da * F[y2, x2, 0]
-                                f1 += da * F[y2, x2, 1]
-                                f2 += da * F[y2, x2, 2]
-                                g0 += da * B[y2, x2, 0]
-                                g1 += da * B[y2, x2, 1]
-                                g2 += da * B[y2, x2, 2]
-                            inv = 1.0 / (a00 * a11 - a01 * a01)
-                            b00 = inv * a11
-                            b01 = -inv * a01
-                            b11 = inv * a00
-                            F[y, x, 0] = max(0.0, min(1.0, b00 * f0 + b01 * g0))
-                            F[y, x, 1] = max(0.0, min(1.0, b00 * f1 + b01 * g1))
-                            F[y, x, 2] = max(0.0, min(1.0, b00 * f2 + b01 * g2))
-                            B[y, x, 0] = max(0.0, min(1.0, b01 * f0 + b11 * g0))
-                            B[y, x, 1] = max(0.0, min(1.0, b01 * f1 + b11 * g1))
-                            B[y, x, 2] = max(0.0, min(1.0, b01 * f2 + b11 * g2))
-                F_prev = F
-                B_prev = B
-            # Outside 0 < alpha < 1 - eps the answer is the image itself (exact for alpha = 1, and
-            # what decontamination keeps where alpha = 0): one pass here saves a masked copy after.
-            for y in range(h0):
-                state[0] += 1
-                for x in range(w0):
+                            out[y, c] += image[y, x, c]
+                        out[y, 3] += 1
+                    if av < 0.1:
+                        for c in range(3):
+                            out[y, 4 + c] += image[y, x, c]
+                        out[y, 7] += 1
+
+        @njit(cache=True, nogil=True)
+        def soft_rows(alpha, my, mx, lo, eps, reach, rows, y0, y1):  # pragma: no cover - numba
+            """rows[y] = soft pixels of the level dilated along the row by `reach`, for y in [y0, y1)."""
+            w = rows.shape[1]
+            for y in range(y0, y1):
+                last = -(10**9)
+                for x in range(w):
+                    av = alpha[my[y], mx[x]]
+                    if av > lo and av < 1.0 - eps:
+                        last = x
+                    rows[y, x] = x - last <= reach
+                last = 10**9
+                for x in range(w - 1, -1, -1):
+                    av = alpha[my[y], mx[x]]
+                    if av > lo and av < 1.0 - eps:
+                        last = x
+                    if last - x <= reach:
+                        rows[y, x] = True
+
+        @njit(cache=True, nogil=True)
+        def dilate_columns(rows, active, reach, x0, x1):  # pragma: no cover - numba
+            """active |= rows dilated along columns by `reach`, for columns [x0, x1) (walked in memory order)."""
+            h = rows.shape[0]
+            seen = np.full(x1 - x0, -(10**9), np.int64)
+            for y in range(h):
+                for x in range(x0, x1):
+                    if rows[y, x]:
+                        seen[x - x0] = y
+                    if y - seen[x - x0] <= reach:
+                        active[y, x] = True
+            seen[:] = 10**9
+            for y in range(h - 1, -1, -1):
+                for x in range(x0, x1):
+                    if rows[y, x]:
+                        seen[x - x0] = y
+                    if seen[x - x0] - y <= reach:
+                        active[y, x] = True
+
+        @njit(cache=True, nogil=True)
+        def initialise(image, alpha, my, mx, py, px, F_prev, B_prev, F, B, active, last_level, y0, y1):  # pragma: no cover - numba
+            """Start from the coarser level; settled pixels take the exact solution for alpha in {0, 1}
+            (the observed colour is the layer they show), the hidden layer keeps its value."""
+            w = F.shape[1]
+            for y in range(y0, y1):
+                ys = my[y]
+                yp = py[y]
+                for x in range(w):
+                    if last_level and not active[y, x]:
+                        continue  # never read: the final pass writes F there, B is not returned
+                    xs = mx[x]
+                    xp = px[x]
+                    for c in range(3):
+                        F[y, x, c] = F_prev[yp, xp, c]
+                        B[y, x, c] = B_prev[yp, xp, c]
+                    if not active[y, x]:
+                        if alpha[ys, xs] >= 0.5:
+                            for c in range(3):
+                                F[y, x, c] = image[ys, xs, c]
+                        else:
+                            for c in range(3):
+                                B[y, x, c] = image[ys, xs, c]
+
+        @njit(cache=True, nogil=True)
+        def sweep(image, alpha, my, mx, F, B, active, last_level, regularization, gradient_weight, parity, y0, y1):  # pragma: no cover - numba
+            """One half of a red-black iteration: update the active pixels with (x + y) % 2 == parity."""
+            h, w = F.shape[0], F.shape[1]
+            for y in range(y0, y1):
+                ys = my[y]
+                for x in range((y + parity) % 2, w, 2):
+                    if not active[y, x]:
+                        continue
+                    if last_level and not (active[y, max(0, x - 1)] and active[y, min(w - 1, x + 1)]
+                                           and active[max(0, y - 1), x] and active[min(h - 1, y + 1), x]):
+                        continue  # on the rim: its neighbours outside were not initialised
+                    xs = mx[x]
+                    a0 = alpha[ys, xs]
+                    a1 = 1.0 - a0
+                    a00 = a0 * a0
+                    a01 = a0 * a1
+                    a11 = a1 * a1
+                    f0 = a0 * image[ys, xs, 0]
+                    f1 = a0 * image[ys, xs, 1]
+                    f2 = a0 * image[ys, xs, 2]
+                    g0 = a1 * image[ys, xs, 0]
+                    g1 = a1 * image[ys, xs, 1]
+                    g2 = a1 * image[ys, xs, 2]
+                    for d in range(4):
+                        x2 = x
+                        y2 = y
+                        if d == 0:
+                            x2 = max(0, x - 1)
+                        elif d == 1:
+                            x2 = min(w - 1, x + 1)
+                        elif d == 2:
+                            y2 = max(0, y - 1)
+                        else:
+                            y2 = min(h - 1, y + 1)
+                        da = regularization + gradient_weight * abs(a0 - alpha[my[y2], mx[x2]])
+                        a00 += da
+                        a11 += da
+                        f0 += da * F[y2, x2, 0]
+                        f1 += da * F[y2, x2, 1]
+                        f2 += da * F[y2, x2, 2]
+                        g0 += da * B[y2, x2, 0]
+                        g1 += da * B[y2, x2, 1]
+                        g2 += da * B[y2, x2, 2]
+                    inv = 1.0 / (a00 * a11 - a01 * a01)
+                    b00 = inv * a11
+                    b01 = -inv * a01
+                    b11 = inv * a00
+                    F[y, x, 0] = max(0.0, min(1.0, b00 * f0 + b01 * g0))
+                    F[y, x, 1] = max(0.0, min(1.0, b00 * f1 + b01 * g1))
+                    F[y, x, 2] = max(0.0, min(1.0, b00 * f2 + b01 * g2))
+                    B[y, x, 0] = max(0.0, min(1.0, b01 * f0 + b11 * g0))
+                    B[y, x, 1] = max(0.0, min(1.0, b01 * f1 + b11 * g1))
+                    B[y, x, 2] = max(0.0, min(1.0, b01 * f2 + b11 * g2))
+
+        @njit(cache=True, nogil=True)
+        def finish(image, alpha, lo, eps, F, y0, y1):  # pragma: no cover - numba
+            """Outside lo < alpha < 1 - eps the answer is the image itself (exact for alpha = 1, and what
+            decontamination keeps where alpha = 0): one pass here saves a masked copy after."""
+            for y in range(y0, y1):
+                for x in range(F.shape[1]):
                     av = alpha[y, x]
                     if not (av > lo and av < 1.0 - eps):
                         for c in range(3):
                             F[y, x, c] = image[y, x, c]
-            return F
 
-        _KERNEL = ml_band
-    return _KERNEL
+        _KERNELS = {"sums": sums, "soft_rows": soft_rows, "dilate_columns": dilate_columns,
+                    "initialise": initialise, "sweep": sweep, "finish": finish}
+    return _KERNELS
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+#: Below this many pixels a level's pass runs on the calling thread (a hand-off costs more).
+PARALLEL_MIN_PX = 1 << 16
+
+
+def _ranges(n: int, parts: int) -> list[tuple[int, int]]:
+    """[0, n) cut into `parts` contiguous ranges of near-equal size (fewer if n is small)."""
+    parts = max(1, min(parts, n))
+    return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+
+
+def _in_parallel(fn: Callable[..., object], args: tuple, n: int, threads: int) -> None:
+    """fn(*args, lo, hi) for `threads` ranges covering [0, n): the first on this thread, the rest on a
+    shared pool (the kernels release the GIL)."""
+    global _POOL
+    spans = _ranges(n, threads)
+    if len(spans) == 1:
+        fn(*args, *spans[0])
+        return
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < len(spans) - 1:  # noqa: SLF001 - grow once, rarely
+            _POOL = ThreadPoolExecutor(max(len(spans) - 1, FOREGROUND_THREADS - 1), thread_name_prefix="foreground-pool")
+        pool = _POOL
+    futures = [pool.submit(fn, *args, lo, hi) for lo, hi in spans[1:]]
+    try:
+        fn(*args, *spans[0])
+    finally:
+        for f in futures:  # never leave a pass running on the pool after we return
+            f.result()
+
+
+def _index_map(n: int, n_from: int) -> np.ndarray:
+    """int64 (n,): nearest-neighbour index of each of n cells into n_from cells (floor(i n_from / n))."""
+    return np.minimum(n_from - 1, np.arange(n, dtype=np.int64) * n_from // n)
 
 
 def estimate_foreground_ml_band(
@@ -262,57 +270,84 @@ def estimate_foreground_ml_band(
     small_size: int = 32,
     gradient_weight: float = 1.0,
     progress: ProgressFn | None = None,
+    threads: int = FOREGROUND_THREADS,
 ) -> np.ndarray:
     """Germer et al.'s multi-level foreground estimation, updating only pixels near soft alpha.
 
     image: float (h, w, 3) in [0, 1]; alpha: float (h, w) in [0, 1].
-    Same pyramid, update rule and defaults as pymatting's `estimate_foreground_ml`, but at every
-    level with more than `dense_px` pixels only pixels within `reach` px of a pixel with
-    0 < alpha < 1 - eps are iterated (smaller levels are iterated whole: cheap, and they carry
-    colour into the settled regions as the full solver does); the others hold their exact
-    solution (F = image where alpha ~ 1, B = image where alpha ~ 0). The iterations' cost
+    Same pyramid, update rule and defaults as pymatting's `estimate_foreground_ml`, with two
+    differences. (1) At every level with more than `dense_px` pixels only pixels within `reach` px
+    of a pixel with 0 < alpha < 1 - eps are iterated (smaller levels are iterated whole: cheap, and
+    they carry colour into the settled regions as the full solver does); the others hold their
+    exact solution (F = image where alpha ~ 1, B = image where alpha ~ 0). The iterations' cost
     follows the band's area, not the frame's; a few cheap O(h w) passes remain (level masks,
-    initialisation, writing the output).
-    progress: called with the fraction done every PROGRESS_INTERVAL_S while the kernel runs;
-        raise from it to cancel (the kernel stops at its next row, the exception propagates).
+    initialisation, writing the output). (2) Red-black instead of raster order, so every pass runs
+    on `threads` threads with a result that does not depend on their number.
+    progress: called with the fraction done at most every PROGRESS_INTERVAL_S, between passes;
+        raise from it to cancel (the exception propagates once the running pass ends).
     Returns float32 (h, w, 3) in [0, 1]: the estimate where 0 < alpha < 1 - eps, the image elsewhere.
     Memory: the output (12 B/px), two masks (2 B/px), B at the finest level (allocated, but its
     pages are touched only near the band) and the coarser levels (~1/3 of that); the image and
     alpha are read through index maps, never copied.
     """
+    k = _kernels()
     img = np.ascontiguousarray(image, np.float32)
     a = np.ascontiguousarray(alpha, np.float32)
-    args = (img, a, np.float32(0.0), np.float32(eps), int(reach), int(dense_px), np.float32(regularization), int(n_small_iterations),
-            int(n_big_iterations), int(small_size), np.float32(gradient_weight))
-    state = np.zeros(3, np.float64)
-    if progress is None:
-        return _kernel()(*args, state)
-    # The kernel releases the GIL and counts its rows in `state`; this thread reports them and,
-    # when `progress` raises (a cancel), tells the kernel to stop at its next row.
-    kernel = _kernel()  # compiled (or loaded) before the clock starts
-    result: list[np.ndarray] = []
-    errors: list[BaseException] = []
+    h0, w0 = a.shape
+    lo, eps32 = np.float32(0.0), np.float32(eps)
+    reg, gw = np.float32(regularization), np.float32(gradient_weight)
+    n_levels = max(1, int(np.ceil(np.log2(max(w0, h0)))))  # a 1x1 image still has one level
+    sizes = [(round(h0 ** (lev / n_levels)), round(w0 ** (lev / n_levels))) for lev in range(n_levels + 1)]
+    iterations = [n_small_iterations if (h <= small_size and w <= small_size) else n_big_iterations for h, w in sizes]
+    total = float(sum(h * w * (3 + n) for (h, w), n in zip(sizes, iterations)) + 2 * h0 * w0)
+    done = 0.0
+    last_report = time.perf_counter()
 
-    def work() -> None:
-        try:
-            result.append(kernel(*args, state))
-        except BaseException as e:  # pragma: no cover - numba raises only on bugs
-            errors.append(e)
+    def advance(work: float) -> None:
+        nonlocal done, last_report
+        done += work
+        if progress is not None and time.perf_counter() - last_report >= PROGRESS_INTERVAL_S:
+            last_report = time.perf_counter()
+            progress(min(1.0, done / total))
 
-    worker = threading.Thread(target=work, name="foreground", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(PROGRESS_INTERVAL_S)
-            if state[1] > 0:
-                progress(min(1.0, state[0] / state[1]))
-    except BaseException:
-        state[2] = 1.0
-        worker.join()
-        raise
-    if errors:
-        raise errors[0]
-    return result[0]
+    def par(fn: Callable[..., object], args: tuple, n: int, px: int) -> None:
+        _in_parallel(fn, args, n, threads if px >= PARALLEL_MIN_PX else 1)
+
+    row_sums = np.zeros((h0, 8))
+    par(k["sums"], (img, a, row_sums), h0, h0 * w0)
+    s = row_sums.sum(axis=0)
+    F_prev = (s[0:3] / (s[3] + 1e-5)).astype(np.float32).reshape(1, 1, 3)
+    B_prev = (s[4:7] / (s[7] + 1e-5)).astype(np.float32).reshape(1, 1, 3)
+    advance(h0 * w0)
+    F = F_prev
+    for lev, ((h, w), n_iter) in enumerate(zip(sizes, iterations)):
+        px = h * w
+        hp, wp = F_prev.shape[:2]
+        my, mx, py, pxm = _index_map(h, h0), _index_map(w, w0), _index_map(h, hp), _index_map(w, wp)
+        active = np.zeros((h, w), np.bool_)
+        if px <= dense_px:
+            # Small levels are cheap: iterate everything, so colours diffuse into the settled
+            # regions as in the full solver and seed the finer levels well.
+            active[:] = True
+        else:
+            rows = np.zeros((h, w), np.bool_)
+            par(k["soft_rows"], (a, my, mx, lo, eps32, reach, rows), h, px)
+            par(k["dilate_columns"], (rows, active, reach), w, px)
+            del rows
+        last_level = lev == n_levels
+        F = np.empty((h, w, 3), np.float32)
+        B = np.empty((h, w, 3), np.float32)
+        par(k["initialise"], (img, a, my, mx, py, pxm, F_prev, B_prev, F, B, active, last_level), h, px)
+        advance(3 * px)
+        for _ in range(n_iter):
+            for parity in (0, 1):
+                par(k["sweep"], (img, a, my, mx, F, B, active, last_level, reg, gw, parity), h, px)
+            advance(px)
+        F_prev, B_prev = F, B
+    par(k["finish"], (img, a, lo, eps32, F), h0, h0 * w0)
+    if progress is not None:
+        progress(1.0)
+    return F
 
 
 def estimate_foreground(
@@ -360,7 +395,7 @@ def estimate_foreground(
     if tile is None or (h <= tile and w <= tile):
         # Whole frame in one call: the solver's coarse levels see the whole picture (best quality);
         # its cost follows the band.
-        fg = estimate_foreground_ml_band(image, alpha, n_big_iterations=iterations, progress=progress)  # the image itself outside 0 < alpha < 1 - eps
+        fg = estimate_foreground_ml_band(image, alpha, n_big_iterations=iterations, progress=progress, threads=threads)  # the image itself outside 0 < alpha < 1 - eps
         if progress is not None:
             progress(1.0)
         return fg
@@ -370,7 +405,8 @@ def estimate_foreground(
     def solve(core: tuple[int, int, int, int]) -> None:
         y0, y1, x0, x1 = core
         cy0, cy1, cx0, cx1 = max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin)
-        est = estimate_foreground_ml_band(image[cy0:cy1, cx0:cx1], alpha[cy0:cy1, cx0:cx1], n_big_iterations=iterations)
+        est = estimate_foreground_ml_band(image[cy0:cy1, cx0:cx1], alpha[cy0:cy1, cx0:cx1], n_big_iterations=iterations,
+                                          threads=1)  # the tiles themselves run on `threads`
         est = est[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
         sel = soft[y0:y1, x0:x1]
         # Cores do not overlap, so threads never write the same pixel.
