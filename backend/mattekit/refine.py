@@ -253,18 +253,27 @@ def solve_closed_form(
 
 def _ichol(matrix):
     """pymatting's incomplete-Cholesky preconditioner; its console warnings (dozens per photo when it
-    retries with a larger shift) become one debug line."""
-    import contextlib
-    import io
+    retries with a larger shift) become debug lines. They are caught by giving pymatting's module
+    its own `print`, not by redirecting sys.stdout, which would silence every other thread (the
+    daemon's I/O thread, progress bars) while this runs."""
+    import importlib
 
-    from pymatting.preconditioner.ichol import ichol
+    module = importlib.import_module("pymatting.preconditioner.ichol")  # the module: its package exports a function by that name
+    module.print = _pymatting_print  # module globals shadow the builtin, for that module only
+    return module.ichol(matrix)
 
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        pre = ichol(matrix)
-    if printed.getvalue():
-        log.debug("pymatting: %s", " ".join(printed.getvalue().split())[:300])
-    return pre
+
+def _pymatting_print(*args, **kwargs) -> None:
+    log.debug("pymatting: %s", " ".join(" ".join(map(str, args)).split())[:300])
+
+
+def warm_up_ichol() -> None:
+    """Load (or compile, the first time) the incomplete-Cholesky kernels on a tiny system."""
+    import scipy.sparse
+
+    n = 8
+    matrix = scipy.sparse.diags([-np.ones(n - 1), 2.1 * np.ones(n), -np.ones(n - 1)], [-1, 0, 1], format="csc")
+    _ichol(matrix)(np.ones(n))
 
 
 def carry_up(
