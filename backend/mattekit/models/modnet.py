@@ -319,3 +319,79 @@ def to_official_state_dict(sd: dict, config: MODNetConfig | None = None) -> dict
     ordered.update({k: v for k, v in sd.items() if k.startswith("lr_branch.")})
     ordered.update({k: v for k, v in sd.items() if not k.startswith(("backbone.", "lr_branch."))})
     return ordered
+
+
+# ---- the official ONNX export ---------------------------------------------------------------
+
+
+def from_onnx(path: str, config: MODNetConfig | None = None) -> dict:
+    """The official MODNet ONNX export (`onnx/export_onnx.py` of ZHKKKe/MODNet) -> our state_dict.
+
+    The export folded each backbone BatchNorm into the convolution before it (W' = W g / s,
+    b' = beta - mean g / s) and gave those tensors numeric names; the heads keep their official
+    names, which are ours. So the graph's convolutions are matched to ours in execution order (the
+    exporter writes nodes in the order forward runs them), with every shape checked; a folded pair
+    becomes our conv with W' and its BatchNorm as the identity plus b' (mean 0, var 1 - eps,
+    weight 1, bias b'), exact in eval mode. The SE block's MatMuls are our Linear layers, transposed;
+    the heads' BatchNorms are copied by name. Raises ValueError on any mismatch.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].t.dims:
+            tensors[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    model = MODNet(config or official_config()).eval()
+    called: list[tuple[str, nn.Module]] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: called.append((name, mod)))
+             for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64), True)
+    for h in hooks:
+        h.remove()
+    ours = {kind: [(n, m) for n, m in called if isinstance(m, kind)] for kind in (nn.Conv2d, nn.Linear, nn.BatchNorm2d)}
+    theirs = {op: [n for n in graph.node if n.op_type == op] for op in ("Conv", "MatMul", "BatchNormalization")}
+    if len(ours[nn.Conv2d]) != len(theirs["Conv"]) or len(ours[nn.Linear]) != len(theirs["MatMul"]):
+        raise ValueError(f"{path}: {len(theirs['Conv'])} convolutions and {len(theirs['MatMul'])} MatMuls, "
+                         f"MODNet has {len(ours[nn.Conv2d])} and {len(ours[nn.Linear])}: not the official export")
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def put(key: str, value: "np.ndarray") -> None:
+        if tuple(sd[key].shape) != tuple(value.shape):
+            raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, MODNet's is {tuple(sd[key].shape)}")
+        sd[key] = torch.from_numpy(np.array(value, copy=True)).to(sd[key].dtype)
+
+    names = {id(m): n for n, m in model.named_modules()}
+    next_module = {id(a): b for (_, a), (_, b) in zip(called, called[1:])}
+    folded = set()
+    for (name, conv), node in zip(ours[nn.Conv2d], theirs["Conv"]):
+        put(f"{name}.weight", tensors[node.input[1]])
+        bias = tensors[node.input[2]] if len(node.input) > 2 else None
+        if conv.bias is not None:
+            if bias is None:
+                raise ValueError(f"{path}: {node.name} has no bias, {name} needs one")
+            put(f"{name}.bias", bias)
+        elif bias is not None:  # a folded BatchNorm: ours is the next module forward called
+            bn = next_module.get(id(conv))
+            if not isinstance(bn, nn.BatchNorm2d):
+                raise ValueError(f"{path}: {node.name} has a bias, but {name} is not followed by a BatchNorm")
+            key = names[id(bn)]
+            folded.add(key)
+            put(f"{key}.bias", bias)
+            sd[f"{key}.weight"] = torch.ones_like(sd[f"{key}.weight"])
+            sd[f"{key}.running_mean"] = torch.zeros_like(sd[f"{key}.running_mean"])
+            sd[f"{key}.running_var"] = torch.full_like(sd[f"{key}.running_var"], 1.0 - bn.eps)
+    for (name, _), node in zip(ours[nn.Linear], theirs["MatMul"]):
+        put(f"{name}.weight", tensors[node.input[1]].T)
+    heads = [n for n, _ in ours[nn.BatchNorm2d] if n not in folded]
+    if len(heads) != len(theirs["BatchNormalization"]):
+        raise ValueError(f"{path}: {len(theirs['BatchNormalization'])} BatchNorms left in the graph, MODNet's heads have {len(heads)}")
+    for name, node in zip(heads, theirs["BatchNormalization"]):
+        for field, tensor in zip(("weight", "bias", "running_mean", "running_var"), node.input[1:5]):
+            if not tensor[:1].isdigit() and tensor != f"{name}.{field}":
+                raise ValueError(f"{path}: {node.name} holds {tensor}, expected {name}.{field}")
+            put(f"{name}.{field}", tensors[tensor])
+    return sd
