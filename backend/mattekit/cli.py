@@ -8,48 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import __version__, config
-
-
-# --------------------------------------------------------------------------- image files
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an 8/16-bit PNG/JPEG/TIFF as (H, W, C) RGB(A) uint8/uint16 (float TIFF as float32)."""
-    import cv2
-
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise SystemExit(f"mattekit: cannot read image {path}")
-    if arr.ndim == 2:
-        return arr
-    if arr.shape[2] == 3:
-        return np.ascontiguousarray(arr[..., ::-1])
-    return np.ascontiguousarray(arr[..., [2, 1, 0, 3]])
-
-
-def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    m = read_image(path)
-    if m.ndim == 3:  # a colour mask: use its alpha if it has one, else its luminance
-        m = m[..., 3] if m.shape[2] == 4 else m[..., :3].mean(axis=2).astype(m.dtype)
-    if m.shape != shape:
-        raise SystemExit(f"mattekit: mask {path} is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}")
-    return np.ascontiguousarray(m)
-
-
-def write_image(path: str | Path, arr: np.ndarray) -> None:
-    """Write (H, W) or (H, W, 3|4) RGB(A) uint8/uint16 as PNG (keeps 16 bits)."""
-    import cv2
-
-    if arr.dtype not in (np.uint8, np.uint16):
-        arr = (np.clip(arr, 0, 1) * 65535 + 0.5).astype(np.uint16)
-    if arr.ndim == 3:
-        arr = arr[..., [2, 1, 0, 3]] if arr.shape[2] == 4 else arr[..., ::-1]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(arr)):
-        raise SystemExit(f"mattekit: cannot write {path}")
 
 
 # --------------------------------------------------------------------------- commands
@@ -69,64 +28,11 @@ def _client(args: argparse.Namespace, autostart: bool = True, **kw: Any):
     return Client(args.endpoint, autostart=autostart, timeout=args.timeout, server_key=key, **kw)
 
 
-def _progress_bar(desc: str):
-    from tqdm import tqdm
+def cmd_job(args: argparse.Namespace) -> int:
+    """select / refine / decontaminate over files, folders or standard input (mattekit.batch)."""
+    from .batch import run_jobs
 
-    # disable=None: a bar on a terminal, silence in logs (no carriage-return spam).
-    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}", file=sys.stderr, disable=None)
-
-    def update(stage: str, fraction: float, header: dict) -> None:
-        bar.n = int(round(fraction * 100))
-        bar.set_postfix_str(stage + (f" ({header['model']})" if header.get("model") else ""))
-        bar.refresh()
-
-    return bar, update
-
-
-def _run_job(args: argparse.Namespace, op: str) -> int:
-    from .client import MatteError
-
-    image = read_image(args.image)
-    shape = image.shape[:2]
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    outputs = {"alpha": ["alpha"], "cutout": ["foreground"], "both": ["alpha", "foreground"]}[args.output]
-    params: dict[str, Any] = {"outputs": outputs, "model": args.model}
-    if args.decontaminate is not None:
-        params["amount"] = args.decontaminate
-    inputs: dict[str, Any] = {"image": (image, None, "srgb")}
-    guidance = None
-    if op == "refine":
-        guidance = read_mask(args.guidance, shape)
-        inputs["guidance"] = (guidance, "Y", "srgb")
-        if args.band:
-            params["band_px"] = args.band
-    bar, update = _progress_bar(op)
-    try:
-        with _client(args) as client:
-            result = client.run_job(op, inputs, params, progress=update)
-    except MatteError as exc:
-        bar.close()
-        print(f"mattekit {op}: {exc.message} [{exc.code}]", file=sys.stderr)
-        return 2
-    bar.n = 100
-    bar.close()
-    out = Path(args.output_path)
-    if result.foreground is not None:
-        write_image(out, result.foreground)
-    if result.alpha is not None:
-        write_image(out if result.foreground is None else out.with_name(out.stem + "_alpha.png"), result.alpha)
-    if args.sheet:
-        from .contact import matting_sheet
-
-        alpha = result.alpha if result.alpha is not None else result.foreground[..., 3]
-        matting_sheet(args.sheet, image, alpha, guidance=guidance, foreground=result.foreground)
-    t = result.header.get("timings", {})
-    print(f"{op}: model {result.model or 'classical'}, {t.get('total_s', 0):.2f} s in the daemon → {out}", file=sys.stderr)
-    for w in result.header.get("warnings", []):
-        print(f"mattekit {op}: warning: {w}", file=sys.stderr)
-    # An empty selection is written (the user may want to see it) but never reported as success.
-    return 3 if result.header.get("coverage", 1.0) < config.SUBJECT_EMPTY_FRACTION else 0
+    return run_jobs(args, lambda: _client(args))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -146,7 +52,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"mattekit daemon: not running ({exc.message})")
         return 1
     print(f"mattekit daemon {info['version']} on {args.endpoint or config.default_endpoint()}: "
-          f"{ping['queued']} queued, {'busy' if ping['running'] else 'idle'}; models {info.get('models')}; devices {info.get('devices')}")
+          f"{'busy' if ping['running'] else 'idle'}, {ping['queued']} queued")
+    models = info.get("models") or {}
+    for task, names in (models.items() if isinstance(models, dict) else [("models", models)]):
+        print(f"  {task}: {', '.join(map(str, names)) if isinstance(names, (list, tuple)) else names}")
+    devices = info.get("devices")
+    print(f"  devices: {', '.join(map(str, devices)) if isinstance(devices, (list, tuple)) else devices}")
     return 0
 
 
@@ -226,35 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="mattekit", description="Local image matting for GIMP and Krita.")
     p.add_argument("--version", action="version", version=f"mattekit {__version__}")
-    p.add_argument("--endpoint", default=None, help=f"daemon endpoint (default {config.default_endpoint()})")
-    p.add_argument("--timeout", type=float, default=config.CLIENT_TIMEOUT_S, help="seconds without progress before giving up")
-    p.add_argument("--server-key", default=None, metavar="FILE", help="the daemon's CURVE public key file (curve.public), for a daemon started with --allow-remote")
+    _daemon_options(p, defaults=True)
+    # The same options after the subcommand (`mattekit select --endpoint ...`): SUPPRESS keeps the
+    # top level's value unless given there.
+    common = argparse.ArgumentParser(add_help=False)
+    _daemon_options(common, defaults=False)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("serve", help="run the daemon in the foreground")
+    s = sub.add_parser("serve", help="run the daemon in the foreground", parents=[common])
     s.add_argument("--allow-remote", action="store_true", help="allow a non-loopback tcp endpoint (CURVE-encrypted)")
     s.set_defaults(func=cmd_serve)
-    sub.add_parser("status", help="is the daemon running?").set_defaults(func=cmd_status)
-    sub.add_parser("stop", help="stop the daemon").set_defaults(func=cmd_stop)
-    sub.add_parser("hello", help="print the daemon's capabilities").set_defaults(func=cmd_hello)
+    sub.add_parser("status", help="is the daemon running?", parents=[common]).set_defaults(func=cmd_status)
+    sub.add_parser("stop", help="stop the daemon", parents=[common]).set_defaults(func=cmd_stop)
+    sub.add_parser("hello", help="print the daemon's capabilities", parents=[common]).set_defaults(func=cmd_hello)
 
-    def job_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("image")
-        sp.add_argument("-o", dest="output_path", required=True, help="output PNG (16-bit input gives 16-bit output)")
-        sp.add_argument("--output", choices=["alpha", "cutout", "both"], default="cutout")
-        sp.add_argument("--decontaminate", type=float, default=None, metavar="AMOUNT", help="0..1 (default %g)" % config.DECONTAMINATE_AMOUNT)
-        sp.add_argument("--model", default="auto")
-        sp.add_argument("--sheet", default=None, help="also write a contact sheet PNG (input, guidance, alpha, cut-out)")
+    from .batch import add_job_commands
 
-    r = sub.add_parser("refine", help="refine a rough selection into a soft matte")
-    job_args(r)
-    r.add_argument("--guidance", required=True, help="rough selection mask (grey PNG, or a trimap 0/128/255)")
-    r.add_argument("--band", type=int, default=None, help="unknown band width in pixels (default: scales with the image)")
-    r.set_defaults(func=lambda a: _run_job(a, "refine"))
-
-    c = sub.add_parser("select", help="select the subject with no guidance")
-    job_args(c)
-    c.set_defaults(func=lambda a: _run_job(a, "select_subject"))
+    add_job_commands(sub, common, cmd_job)
 
     m = sub.add_parser("models", help="list or import model weights")
     msub = m.add_subparsers(dest="models_cmd")
@@ -278,9 +177,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _daemon_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument("--endpoint", default=default(None), help=f"daemon endpoint (default {config.default_endpoint()})")
+    p.add_argument("--timeout", type=_positive_seconds, default=default(config.CLIENT_TIMEOUT_S), help="seconds without progress before giving up")
+    p.add_argument("--server-key", default=default(None), metavar="FILE", help="the daemon's CURVE public key file (curve.public), for a daemon started with --allow-remote")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; every failure is one line on stderr and an exit code (see mattekit.batch)."""
+    from .weights_index import CheckpointError  # torch-free: `mattekit status` must not load torch
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"mattekit {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `mattekit hello | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
+    except CheckpointError as exc:
+        print(f"mattekit {args.cmd}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

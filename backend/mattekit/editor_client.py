@@ -555,8 +555,9 @@ def start_daemon(
         log = open(log_dir / "daemon.log", "ab")
     except OSError:
         log = subprocess.DEVNULL
+    start = log.tell() if log is not subprocess.DEVNULL else 0
     try:
-        subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=full_env, close_fds=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=full_env, close_fds=True)
     except OSError:
         return False
     finally:
@@ -570,10 +571,23 @@ def start_daemon(
                 probe.request("hello", auth=False)
                 return True
             except EditorError:
+                if proc.poll() is not None:  # it gave up: say why now, not after wait_s of "no socket file"
+                    raise EditorError(P.E_UNAVAILABLE, "the daemon could not start: " + _last_log_line(log_dir / "daemon.log", start, proc.returncode)) from None
                 time.sleep(0.3)
         return False
     finally:
         probe.close()
+
+
+def _last_log_line(path: Any, start: int, returncode: Optional[int]) -> str:
+    """The last non-empty line the daemon wrote to its log after `start` (its reason for exiting)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        lines = []
+    return (lines[-1] if lines else f"it exited with status {returncode} and wrote nothing") + f" (log: {path})"
 
 
 __all__ = ["EditorClient", "EditorError", "warnings_text", "daemon_command", "install_info", "pyzmq_available", "start_daemon", "unsafe_endpoint"]

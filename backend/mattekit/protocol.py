@@ -35,6 +35,8 @@ CONTROL_OPS = ("hello", "ping", "cancel", "shutdown")
 REQUEST_OPS = JOB_OPS + CONTROL_OPS
 #: Messages the daemon sends.
 REPLY_OPS = ("progress", "result", "error")
+#: Widest unknown band a job may ask for (params["band_px"]), pixels.
+BAND_MAX_PX = 1024
 
 #: Buffers each job op takes, in frame order (the header names them too).
 JOB_INPUTS: dict[str, tuple[str, ...]] = {
@@ -322,8 +324,8 @@ def check_job(op: str, params: Any, specs: Sequence[BufferSpec]) -> dict[str, An
     if not isinstance(p["model"], str) or not p["model"]:
         raise ProtocolError(E_BAD_PARAMS, "'model' must be a non-empty string")
     band = p["band_px"]
-    if band is not None and (not isinstance(band, int) or isinstance(band, bool) or not 1 <= band <= 1024):
-        raise ProtocolError(E_BAD_PARAMS, "'band_px' must be null (auto) or an integer 1..1024")
+    if band is not None and (not isinstance(band, int) or isinstance(band, bool) or not 1 <= band <= BAND_MAX_PX):
+        raise ProtocolError(E_BAD_PARAMS, f"'band_px' must be null (auto) or an integer 1..{BAND_MAX_PX}")
     amt = p["amount"]
     if amt is not None:
         # Compared as given (no float()): a JSON integer past 1e308 is out of range, not an overflow.

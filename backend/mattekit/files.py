@@ -1,0 +1,254 @@
+"""Image files for the command line and the Python API: read, check and write, never losing work.
+
+Pixels go through OpenCV (8/16-bit and float TIFF, which Pillow cannot do in colour); Pillow reads
+only the metadata: the EXIF orientation (applied, so a phone photo comes out upright) and the ICC
+profile (kept and embedded again in PNG and TIFF output). Every failure is an `ImageFileError`
+with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Extensions read as images (folders in batch mode are searched for these).
+READ_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+#: Extensions that can hold transparency (a cut-out) and 16 bits: what we write without a background.
+ALPHA_EXTENSIONS = (".png", ".tif", ".tiff")
+#: Extensions we write at all (a mask or a cut-out on a background may go to any of them).
+WRITE_EXTENSIONS = ALPHA_EXTENSIONS + (".jpg", ".jpeg", ".webp", ".bmp")
+#: Stands for standard input / output.
+STDIO = "-"
+
+
+class ImageFileError(Exception):
+    """A file that cannot be read or written as asked; str() is one line naming it."""
+
+
+@dataclass
+class Picture:
+    """pixels: (H, W) or (H, W, 3|4) RGB(A) uint8 / uint16 / float32, upright; icc: the embedded profile."""
+
+    pixels: np.ndarray
+    icc: bytes | None = None
+
+
+def _orientation_and_icc(data: bytes) -> tuple[int, bytes | None]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+            return orientation, im.info.get("icc_profile")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return 1, None  # OpenCV may still read it (e.g. a float TIFF); then it has no metadata we use
+
+
+def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to (H, W[, C]) pixels: the upright picture."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+           7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1], 8: lambda a: np.swapaxes(a, 0, 1)[::-1]}
+    return np.ascontiguousarray(ops[orientation](pixels)) if orientation in ops else pixels
+
+
+def _is_truncated_jpeg(data: bytes) -> bool:
+    return data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]
+
+
+def read_picture(path: str | Path) -> Picture:
+    """Read an image file (or standard input for "-") -> upright `Picture`. Raises ImageFileError."""
+    import cv2
+
+    name = "standard input" if str(path) == STDIO else str(path)
+    try:
+        data = sys.stdin.buffer.read() if str(path) == STDIO else Path(path).read_bytes()
+    except IsADirectoryError:
+        raise ImageFileError(f"{name} is a folder, not an image") from None
+    except FileNotFoundError:
+        raise ImageFileError(f"{name} does not exist") from None
+    except OSError as exc:
+        raise ImageFileError(f"cannot read {name}: {exc.strerror}") from None
+    if not data:
+        raise ImageFileError(f"{name} is empty")
+    if _is_truncated_jpeg(data):
+        raise ImageFileError(f"{name} is a truncated JPEG (no end marker): the file is incomplete")
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ImageFileError(f"{name} is not an image this program can read (PNG, JPEG, TIFF, WebP, BMP)")
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[..., ::-1]
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., [2, 1, 0, 3]]
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    elif arr.ndim != 2:
+        raise ImageFileError(f"{name} has {arr.shape[2]} channels; only grey, RGB and RGBA are supported")
+    orientation, icc = _orientation_and_icc(data)
+    return Picture(orient(np.ascontiguousarray(arr), orientation), icc)
+
+
+def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """A grey mask the size of the image: a colour file gives its alpha if it has one, else its luminance."""
+    m = read_picture(path).pixels
+    if m.ndim == 3:
+        m = m[..., 3] if m.shape[2] == 4 else m[..., :3].mean(axis=2).astype(m.dtype)
+    if m.shape != tuple(shape):
+        raise ImageFileError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}")
+    return np.ascontiguousarray(m)
+
+
+def check_output(path: str | Path, *, transparent: bool, flag: str = "-o") -> None:
+    """Before any work: can `path` be written and hold the result? Raises ImageFileError naming the flag.
+
+    transparent: the result has transparency (a cut-out with no background), so the format must keep it.
+    """
+    if str(path) == STDIO:
+        return
+    p = Path(path)
+    if p.is_dir() or str(path).endswith(os.sep):
+        raise ImageFileError(f"{flag} {path} is a folder: give a file name (a folder is for several inputs)")
+    ext = p.suffix.lower()
+    if not ext:
+        raise ImageFileError(f"{flag} {path} has no extension: end it in {', '.join(WRITE_EXTENSIONS)}")
+    if ext not in WRITE_EXTENSIONS:
+        raise ImageFileError(f"{flag} {path}: cannot write {ext} files; use {', '.join(WRITE_EXTENSIONS)}")
+    if transparent and ext not in ALPHA_EXTENSIONS:
+        raise ImageFileError(f"{flag} {path}: {ext} cannot hold the cut-out's transparency; write .png or .tif, "
+                             "ask for the mask only (--output alpha), or give --background")
+    check_folder(p.parent, flag=f"{flag} {path}")
+
+
+def check_folder(folder: Path, *, flag: str) -> None:
+    """Make `folder` (and its parents) and prove a file can be created in it, before any work."""
+    import tempfile
+
+    probe = Path(os.path.abspath(folder))
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ImageFileError(f"{flag}: {probe} is a file, so no folder can be made inside it")
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".mattekit-probe-"):
+            pass
+    except OSError as exc:
+        raise ImageFileError(f"{flag}: cannot write in {folder}: {exc.strerror}") from None
+
+
+def _png_with_icc(png: bytes, icc: bytes) -> bytes:
+    """Insert an iCCP chunk after IHDR (PNG spec 11.3.3.3: name, 0, method 0, zlib data)."""
+    body = b"ICC Profile\0\0" + zlib.compress(icc)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body) & 0xFFFFFFFF)
+    end_of_ihdr = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
+    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
+
+
+def encode(pixels: np.ndarray, ext: str, icc: bytes | None = None) -> bytes:
+    """(H, W[, 3|4]) RGB(A) uint8/uint16 (float: in [0, 1], written as 16 bits) -> file bytes of `ext`.
+
+    JPEG and WebP take 8 bits (16-bit input is rounded); the ICC profile is kept in PNG and TIFF.
+    """
+    import cv2
+
+    ext = ext.lower()
+    if pixels.dtype not in (np.uint8, np.uint16):
+        pixels = (np.clip(pixels, 0, 1) * 65535 + 0.5).astype(np.uint16)
+    if ext in (".jpg", ".jpeg", ".webp", ".bmp") and pixels.dtype == np.uint16:
+        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if pixels.ndim == 3:
+        pixels = pixels[..., [2, 1, 0, 3]] if pixels.shape[2] == 4 else pixels[..., ::-1]
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(pixels), params)
+    if not ok:
+        raise ImageFileError(f"cannot encode a {pixels.shape} {pixels.dtype} image as {ext}")
+    data = buf.tobytes()
+    if icc and ext == ".png":
+        data = _png_with_icc(data, icc)
+    elif icc and ext in (".tif", ".tiff"):
+        data = _tiff_with_icc(data, icc)
+    return data
+
+
+def _tiff_with_icc(data: bytes, icc: bytes) -> bytes:
+    """Re-save the TIFF through tifffile-free Pillow only when 8-bit; otherwise keep it (OpenCV cannot embed)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode not in ("L", "RGB", "RGBA"):
+                return data  # 16-bit colour: Pillow would lose bits; the profile is dropped instead
+            out = io.BytesIO()
+            im.save(out, format="TIFF", icc_profile=icc, compression="tiff_lzw")
+            return out.getvalue()
+    except OSError:
+        return data
+
+
+def write_picture(path: str | Path, pixels: np.ndarray, icc: bytes | None = None) -> None:
+    """Write to `path` (standard output for "-", as PNG) atomically: a partial file never replaces a good one."""
+    if str(path) == STDIO:
+        sys.stdout.buffer.write(encode(pixels, ".png", icc))
+        sys.stdout.buffer.flush()
+        return
+    p = Path(path)
+    data = encode(pixels, p.suffix or ".png", icc)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.part")
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise ImageFileError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def parse_colour(text: str) -> tuple[float, float, float] | None:
+    """'#rrggbb', 'r,g,b' (0-255) or a few names -> RGB in [0, 1]; None when `text` is not a colour."""
+    names = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128),
+             "green": (0, 177, 64), "blue": (0, 71, 187)}
+    t = text.strip().lower()
+    rgb: tuple[int, ...] | None = None
+    if t in names:
+        rgb = names[t]
+    elif t.startswith("#") and len(t) == 7:
+        try:
+            rgb = tuple(int(t[i : i + 2], 16) for i in (1, 3, 5))
+        except ValueError:
+            return None
+    elif t.count(",") == 2:
+        try:
+            rgb = tuple(int(v) for v in t.split(","))
+        except ValueError:
+            return None
+        if not all(0 <= v <= 255 for v in rgb):
+            return None
+    return None if rgb is None else tuple(v / 255 for v in rgb)  # type: ignore[return-value]
+
+
+def over_background(rgba: np.ndarray, background: np.ndarray | tuple[float, float, float]) -> np.ndarray:
+    """Composite a straight-alpha RGBA cut-out (uint8/uint16/float) over a colour (RGB in [0, 1]) or an
+    image (H, W, 3, any size: resized to cover) -> RGB of the cut-out's dtype."""
+    import cv2
+
+    from . import imageops
+
+    one = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(rgba.dtype, 1.0)
+    f = rgba.astype(np.float32) / np.float32(one)
+    h, w = f.shape[:2]
+    if isinstance(background, tuple):
+        bg = np.broadcast_to(np.asarray(background, np.float32), (h, w, 3))
+    else:
+        b = imageops.to_float(np.asarray(background))[..., :3]
+        bg = cv2.resize(b, (w, h), interpolation=cv2.INTER_AREA if b.shape[0] > h else cv2.INTER_LINEAR)
+    a = f[..., 3:4]
+    out = f[..., :3] * a + bg * (1 - a)
+    if one == 1.0:
+        return out.astype(np.float32)
+    return np.clip(out * one + 0.5, 0, one).astype(rgba.dtype)

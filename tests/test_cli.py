@@ -1,0 +1,225 @@
+"""The command line and the Python API as a rembg user drives them (#20): real CLI, real daemon, real files."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from mattekit import cli
+from mattekit.engine import Engine
+from synth import soft_disc
+
+SRC = str(Path(__file__).resolve().parents[1] / "backend")
+
+
+def _photo(path: Path, h: int = 60, w: int = 80, seed: int = 0) -> tuple[Path, Path]:
+    """A soft disc photo and its rough lasso (the disc dilated 4 px) as 8-bit PNGs -> (photo, mask)."""
+    image, alpha, _ = soft_disc(h, w, min(h, w) / 3, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), (image[..., ::-1] * 255 + 0.5).astype(np.uint8))
+    mask = cv2.dilate((alpha > 0.5).astype(np.uint8) * 255, np.ones((9, 9), np.uint8))
+    mask_path = path.with_name(path.stem + ".mask.png")
+    cv2.imwrite(str(mask_path), mask)
+    return path, mask_path
+
+
+@pytest.fixture
+def at_daemon(daemon, monkeypatch):
+    """The CLI pointed at a real classical daemon (refine and decontaminate need no model)."""
+    d, _ = daemon
+    monkeypatch.setenv("MATTEKIT_ENDPOINT", d.endpoint)
+    return d
+
+
+def _no_daemon(monkeypatch, tmp_path) -> Path:
+    """An endpoint nobody serves and whose auto-start would leave a log: proof that nothing connected."""
+    monkeypatch.setenv("MATTEKIT_ENDPOINT", f"ipc://{tmp_path}/none/d.sock")
+    return Path(os.environ["MATTEKIT_RUNTIME_DIR"]) / "daemon.log"
+
+
+@pytest.mark.parametrize(("output", "extra", "says"), [
+    ("x.jpg", [], ".jpg cannot hold the cut-out's transparency"),
+    ("name", [], "has no extension"),
+    ("x.gif", [], "cannot write .gif"),
+    ("afile/x.png", [], "is a file, so no folder can be made inside it"),
+    ("-", ["--output", "both"], "cannot go to standard output"),
+])
+def test_an_output_that_cannot_hold_the_result_is_refused_before_any_job(mk_env, monkeypatch, tmp_path, capsys, output, extra, says):
+    log = _no_daemon(monkeypatch, tmp_path)
+    photo, mask = _photo(tmp_path / "p.png")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder").mkdir()
+    rc = cli.main(["refine", str(photo), "--guidance", str(mask), "-o", output if output == "-" else str(tmp_path / output), *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and says in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not log.exists()  # refused before any daemon was asked (or started)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--band", "0"], "--band must be 1..1024"),
+    (["--decontaminate", "1.5"], "--decontaminate must be between 0 and 1"),
+])
+def test_a_bad_flag_is_named_in_the_error(mk_env, monkeypatch, tmp_path, capsys, args, says):
+    _no_daemon(monkeypatch, tmp_path)
+    photo, mask = _photo(tmp_path / "p.png")
+    assert cli.main(["refine", str(photo), "--guidance", str(mask), "-o", str(tmp_path / "o.png"), *args]) == 2
+    assert says in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: usage and exit 2
+        cli.main(["--timeout", "0", "status"])
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda p: p.write_bytes(Path(p.parent / "good.jpg").read_bytes()[:600]), "truncated JPEG"),
+    (lambda p: p.write_bytes(b"not an image at all"), "not an image this program can read"),
+    (lambda p: None, "does not exist"),
+])
+def test_a_bad_input_is_one_line_naming_it(at_daemon, tmp_path, capsys, make, says):
+    image, _, _ = soft_disc(40, 50, 12)
+    cv2.imwrite(str(tmp_path / "good.jpg"), (image * 255).astype(np.uint8))
+    bad = tmp_path / "bad.jpg"
+    make(bad)
+    rc = cli.main(["decontaminate", str(bad), "--alpha", str(tmp_path / "good.jpg"), "-o", str(tmp_path / "o.png")])
+    err = capsys.readouterr().err.strip()
+    assert rc in (1, 2) and says in err and str(bad) in err and "Traceback" not in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_a_folder_is_processed_recursively_keeping_its_structure_and_skipping_done_files(at_daemon, tmp_path, capsys):
+    photos = tmp_path / "in"
+    masks = tmp_path / "masks"
+    for rel, seed in (("a.png", 0), ("sub/b.png", 1)):
+        p, m = _photo(photos / rel, seed=seed)
+        (masks / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(m, masks / rel)
+    (photos / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
+    args = ["refine", str(photos), "--guidance", str(masks), "-o", str(out), "--output", "both", "--jobs", "2"]
+    (masks / "sub" / "broken.png").write_bytes((masks / "a.png").read_bytes())
+    rc = cli.main(args)
+    err = capsys.readouterr().err
+    assert rc == 1 and "2 of 3 done, 1 failed" in err and "broken.png" in err  # one bad file never stops the rest
+    for rel in ("a", "sub/b"):
+        cut = cv2.imread(str(out / f"{rel}.png"), cv2.IMREAD_UNCHANGED)
+        alpha = cv2.imread(str(out / f"{rel}_alpha.png"), cv2.IMREAD_UNCHANGED)
+        assert cut.shape == (60, 80, 4) and alpha.shape == (60, 80) and 0.1 < (alpha > 127).mean() < 0.6
+    made = (out / "a.png").stat().st_mtime_ns
+    time.sleep(0.01)
+    os.remove(photos / "sub" / "broken.png")
+    assert cli.main(args) == 0
+    assert "2 up to date" in capsys.readouterr().err and (out / "a.png").stat().st_mtime_ns == made
+    assert cli.main([*args, "--overwrite"]) == 0 and (out / "a.png").stat().st_mtime_ns > made
+
+
+def test_standard_input_to_standard_output(at_daemon, tmp_path):
+    image, alpha, _ = soft_disc(48, 64, 16)
+    rgba = np.dstack([image, alpha]).astype(np.float32)
+    png = cv2.imencode(".png", (rgba[..., [2, 1, 0, 3]] * 255 + 0.5).astype(np.uint8))[1].tobytes()
+    env = {**os.environ, "PYTHONPATH": SRC}
+    run = subprocess.run([sys.executable, "-m", "mattekit", "decontaminate", "-", "-o", "-"], input=png, capture_output=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr.decode()
+    out = cv2.imdecode(np.frombuffer(run.stdout, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert out.shape == (48, 64, 4)
+    np.testing.assert_array_equal(out[..., 3], (alpha * 255 + 0.5).astype(np.uint8))  # the input's own alpha was the matte
+
+
+def test_a_cutout_on_a_background_colour_can_be_a_jpeg(at_daemon, tmp_path):
+    photo, mask = _photo(tmp_path / "p.png")
+    assert cli.main(["refine", str(photo), "--guidance", str(mask), "-o", str(tmp_path / "o.jpg"), "--background", "#00ff00"]) == 0
+    out = cv2.imread(str(tmp_path / "o.jpg"))[..., ::-1].astype(int)
+    assert (np.abs(out[0, 0] - [0, 255, 0]) < 8).all()  # the corner is background: the colour
+    assert out[30, 40, 1] < 200  # the subject is not
+
+
+def test_exif_orientation_is_applied_and_the_icc_profile_kept(at_daemon, tmp_path):
+    image, alpha, _ = soft_disc(40, 70, 12)  # stored landscape, shown portrait (orientation 6: rotate 90 cw)
+    im = Image.fromarray((image * 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    im.save(tmp_path / "phone.png", exif=exif.tobytes(), icc_profile=srgb)
+    mask = np.rot90((alpha > 0.3).astype(np.uint8) * 255, -1)  # drawn on the upright picture
+    cv2.imwrite(str(tmp_path / "m.png"), np.ascontiguousarray(mask))
+    assert cli.main(["refine", str(tmp_path / "phone.png"), "--guidance", str(tmp_path / "m.png"), "-o", str(tmp_path / "o.png")]) == 0
+    with Image.open(tmp_path / "o.png") as out:
+        assert out.size == (40, 70) and out.mode == "RGBA"  # upright: 40 wide, 70 high
+        assert out.info.get("icc_profile") == srgb
+
+
+def test_global_options_work_after_the_subcommand(daemon, mk_env, tmp_path, monkeypatch):
+    d, _ = daemon
+    monkeypatch.setenv("MATTEKIT_ENDPOINT", f"ipc://{tmp_path}/wrong.sock")
+    photo, mask = _photo(tmp_path / "p.png")
+    assert cli.main(["refine", str(photo), "--guidance", str(mask), "-o", str(tmp_path / "o.png"), "--endpoint", d.endpoint]) == 0
+    assert (tmp_path / "o.png").exists()
+
+
+def test_a_daemon_that_cannot_start_says_why_at_once(mk_env, tmp_path, monkeypatch, capsys):
+    lax = tmp_path / "lax"
+    lax.mkdir(mode=0o755)
+    os.chmod(lax, 0o755)
+    monkeypatch.setenv("MATTEKIT_ENDPOINT", f"ipc://{lax}/d.sock")
+    monkeypatch.setenv("PYTHONPATH", SRC)
+    photo, mask = _photo(tmp_path / "p.png")
+    t0 = time.monotonic()
+    rc = cli.main(["refine", str(photo), "--guidance", str(mask), "-o", str(tmp_path / "o.png")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "could not start" in err and "chmod 700" in err
+    assert time.monotonic() - t0 < 30  # not the minute of "no socket file" it used to be
+
+
+def test_interrupt_and_a_bad_checkpoint_are_one_line(mk_env, monkeypatch, capsys):
+    from mattekit import batch
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "run_jobs", interrupted)
+    assert cli.main(["select", "x.png", "-o", "y.png"]) == 130
+    assert capsys.readouterr().err.strip() == "mattekit select: interrupted"
+    assert cli.main(["models", "import", "modnet", "/nonexistent.ckpt"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "does not exist" in err and len(err.splitlines()) == 1
+
+
+def test_the_python_api_gives_the_daemons_answer_in_process_and_through_it(at_daemon):
+    import mattekit
+
+    image, alpha, _ = soft_disc(60, 80, 20)
+    rough = (alpha > 0.5).astype(np.float32)
+    local = mattekit.refine_selection(image, rough, backend="local")
+    remote = mattekit.refine_selection(image, rough, backend="daemon")
+    assert local.shape == (60, 80) and local.dtype == np.float32
+    np.testing.assert_allclose(local, remote, atol=1e-6)
+    assert ((local > 0) & (local < 1)).any() and ((local > 0.5) == (alpha > 0.5)).mean() > 0.95  # a soft matte of the disc
+    pil = Image.fromarray((image * 255).astype(np.uint8))
+    out = mattekit.decontaminate(pil, Image.fromarray((alpha * 255).astype(np.uint8)), backend="local")
+    assert isinstance(out, Image.Image) and out.mode == "RGBA" and out.size == (80, 60)
+
+
+def test_the_python_api_warns_of_an_empty_selection(monkeypatch):
+    import mattekit
+    from mattekit import api
+
+    class Flat:
+        def predict(self, image, **kw):
+            return np.zeros(image.shape[:2], np.float32)
+
+    engine = Engine(learned=True)
+    monkeypatch.setattr(Engine, "available_models", lambda self: {"trimap_free": ["flat"], "guided": ["classical"], "foreground": ["classical"]})
+    engine._runtimes["flat@auto"] = Flat()
+    monkeypatch.setattr(api, "_ENGINE", engine)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        alpha = mattekit.select_subject(np.full((30, 40, 3), 100, np.uint8), backend="local")
+    assert alpha.max() == 0 and any("no subject was found" in str(w.message) for w in seen)
