@@ -223,3 +223,34 @@ def test_the_python_api_warns_of_an_empty_selection(monkeypatch):
         warnings.simplefilter("always")
         alpha = mattekit.select_subject(np.full((30, 40, 3), 100, np.uint8), backend="local")
     assert alpha.max() == 0 and any("no subject was found" in str(w.message) for w in seen)
+
+
+def test_watch_processes_photos_as_they_arrive(at_daemon, tmp_path):
+    watched, out = tmp_path / "in", tmp_path / "out"
+    watched.mkdir()
+
+    def drop(name: str, seed: int) -> None:
+        image, alpha, _ = soft_disc(40, 50, 14, seed=seed)
+        rgba = np.dstack([image, alpha])[..., [2, 1, 0, 3]]
+        cv2.imwrite(str(watched / f".{name}"), (rgba * 255 + 0.5).astype(np.uint8))
+        os.replace(watched / f".{name}", watched / name)  # appears whole, as a finished copy does
+
+    def wait_for(path: Path) -> bool:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if path.exists():
+                return True
+            time.sleep(0.1)
+        return False
+
+    drop("a.png", 0)
+    proc = subprocess.Popen([sys.executable, "-m", "mattekit", "decontaminate", str(watched), "-o", str(out), "--watch"],
+                            env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(out / "a.png")
+        drop("b.png", 1)
+        assert wait_for(out / "b.png")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert cv2.imread(str(out / "b.png"), cv2.IMREAD_UNCHANGED).shape == (40, 50, 4)
