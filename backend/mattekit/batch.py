@@ -54,6 +54,7 @@ class Outcome:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, one-line reason)
     empty: list[str] = field(default_factory=list)
     skipped: int = 0
+    ran: str = ""  # the last job's model and time
 
 
 # --------------------------------------------------------------------------- planning (no work yet)
@@ -200,8 +201,8 @@ def _background(args: argparse.Namespace) -> Any:
 
 
 def run_task(task: Task, op: str, params: dict[str, Any], client_factory: Callable[[], Any], args: argparse.Namespace,
-             background: Any, progress: Callable | None = None) -> tuple[list[str], list[str]]:
-    """Read, run and write one task -> (files written, warnings). Raises ImageFileError / MatteError."""
+             background: Any, progress: Callable | None = None) -> tuple[list[str], list[str], str]:
+    """Read, run and write one task -> (files written, warnings, what ran). Raises ImageFileError / MatteError."""
     picture = read_picture(task.source)
     image = picture.pixels
     if image.ndim == 2:
@@ -246,7 +247,8 @@ def run_task(task: Task, op: str, params: dict[str, Any], client_factory: Callab
     warnings = list(result.header.get("warnings", []))
     if result.header.get("coverage", 1.0) < config.SUBJECT_EMPTY_FRACTION:
         warnings.append("__empty__")
-    return written, warnings
+    seconds = (result.header.get("timings") or {}).get("total_s", 0.0)
+    return written, warnings, f"model {result.model or 'classical'}, {seconds:.2f} s in the daemon"
 
 
 # --------------------------------------------------------------------------- the command
@@ -298,7 +300,7 @@ def _run_all(tasks: list[Task], args: argparse.Namespace, op: str, params: dict[
 
     def one(task: Task) -> None:
         try:
-            written, warnings = run_task(task, op, params, client_factory, args, background, job_progress if single else None)
+            written, warnings, ran = run_task(task, op, params, client_factory, args, background, job_progress if single else None)
         except (ImageFileError, UsageError) as exc:
             reason = str(exc)  # names its file already
         except MatteError as exc:
@@ -311,6 +313,7 @@ def _run_all(tasks: list[Task], args: argparse.Namespace, op: str, params: dict[
                 bar.write(f"mattekit {args.cmd}: {reason}", file=sys.stderr)
             else:
                 outcome.written += written
+                outcome.ran = ran
                 for w in warnings:
                     if w == "__empty__":
                         outcome.empty.append(task.source)
@@ -331,7 +334,7 @@ def _run_all(tasks: list[Task], args: argparse.Namespace, op: str, params: dict[
             bar.n = 100
         bar.close()
     if single and not outcome.failed:
-        print(f"{args.cmd}: wrote {' and '.join(outcome.written)}", file=sys.stderr)
+        print(f"{args.cmd}: {outcome.ran} → {' and '.join(outcome.written)}", file=sys.stderr)
     elif not single:
         print(f"mattekit {args.cmd}: {len(todo) - len(outcome.failed)} of {len(todo)} done, {len(outcome.failed)} failed"
               + (f", {len(outcome.empty)} empty" if outcome.empty else "") + f" -> {args.output_path}", file=sys.stderr)

