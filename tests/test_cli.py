@@ -254,3 +254,30 @@ def test_watch_processes_photos_as_they_arrive(at_daemon, tmp_path):
         proc.terminate()
         proc.wait(10)
     assert cv2.imread(str(out / "b.png"), cv2.IMREAD_UNCHANGED).shape == (40, 50, 4)
+
+
+def test_globs_a_folder_output_and_both_outputs_are_said(at_daemon, tmp_path, capsys):
+    for i in range(2):
+        image, alpha, _ = soft_disc(30, 40, 10, seed=i)
+        rgba = np.dstack([image, alpha])[..., [2, 1, 0, 3]]
+        cv2.imwrite(str(tmp_path / f"shot{i}.png"), (rgba * 255 + 0.5).astype(np.uint8))
+    assert cli.main(["decontaminate", str(tmp_path / "shot*.png"), "-o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shot0.png", "shot1.png"]
+    assert cli.main(["decontaminate", str(tmp_path / "shot0.png"), "-o", str(tmp_path / "x.png"), "--output", "alpha"]) == 2
+    assert "makes only the cut-out" in capsys.readouterr().err
+    photo, mask = _photo(tmp_path / "p.png")
+    assert cli.main(["refine", str(photo), "--guidance", str(mask), "-o", str(tmp_path / "one") + "/", "--output", "both"]) == 0
+    err = capsys.readouterr().err
+    assert (tmp_path / "one" / "p.png").exists() and (tmp_path / "one" / "p_alpha.png").exists()
+    assert "p.png and" in err and "p_alpha.png" in err  # the second file is said, not silent
+
+
+def test_status_is_readable_and_a_closed_pipe_is_not_a_traceback(at_daemon, capsys):
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "idle" in out and "guided: classical" in out and "{" not in out
+    proc = subprocess.Popen([sys.executable, "-m", "mattekit", "models", "list"], env={**os.environ, "PYTHONPATH": SRC},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written (`mattekit models list | head -0`)
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) != 0 and "Traceback" not in err

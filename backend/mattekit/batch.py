@@ -172,6 +172,8 @@ def _up_to_date(task: Task) -> bool:
 
 def params_from_args(args: argparse.Namespace, op: str) -> dict[str, Any]:
     """Job parameters, each checked here so that an error names the flag, not a protocol key."""
+    if op == "decontaminate" and args.output != "cutout":
+        raise UsageError(f"--output {args.output}: decontaminate takes the matte as input and makes only the cut-out")
     outputs = {"alpha": ["alpha"], "cutout": ["foreground"], "both": ["alpha", "foreground"]}[args.output]
     params: dict[str, Any] = {"outputs": outputs}
     if op != "decontaminate":
