@@ -124,3 +124,18 @@ def test_a_long_solve_reports_progress_while_it_runs_and_stops_when_cancelled(mo
     # the kernel saw the cancel at its next row and returned before the exception propagated
     assert time.perf_counter() - t0 < 0.5 * full
     assert not any(t.name == "foreground" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("amount", [1.0, 0.6, 0.0])
+def test_decontaminating_in_one_buffer_equals_estimating_then_blending(amount):
+    image, alpha, _ = synth(300, 320, 90)  # large enough that every pass is split over threads
+    alpha[:5] = 0.0  # some fully transparent rows: the image's colour is kept there
+    one = foreground.classical_decontaminate(image, alpha, amount)
+    two = foreground.decontaminate(image, alpha, foreground.classical_foreground(image, alpha), amount)
+    assert one.shape == (300, 320, 4) and one.dtype == np.float32
+    np.testing.assert_allclose(one, two, atol=1e-6)
+    np.testing.assert_array_equal(one[..., 3], alpha)
+    if amount == 0.0:
+        np.testing.assert_array_equal(one[..., :3], image)  # amount 0 keeps the photo's colours bit for bit
+    else:
+        assert np.abs(one[..., :3] - image)[foreground.soft_region(alpha)].max() > 0.01  # edge colours changed

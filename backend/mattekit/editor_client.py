@@ -133,6 +133,7 @@ class _PyZmqTransport:
         import zmq
 
         self._zmq = zmq
+        self.send_timeout = max(0.1, float(timeout))
         _check_ipc(endpoint)
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -154,7 +155,18 @@ class _PyZmqTransport:
         self.poller.register(self.monitor, zmq.POLLIN)
 
     def send_multipart(self, frames: Sequence[Any]) -> None:
-        self.sock.send_multipart(list(frames), copy=False)
+        # A DEALER with no live peer blocks in send (e.g. after the daemon refused the token and
+        # dropped the connection), so send without blocking and watch the monitor meanwhile.
+        deadline = time.monotonic() + self.send_timeout
+        while True:
+            try:
+                self.sock.send_multipart(list(frames), copy=False, flags=self._zmq.NOBLOCK)
+                return
+            except self._zmq.Again:
+                self._check_connection()  # raises on a refused token or a closed connection
+                if time.monotonic() >= deadline:
+                    raise ConnectionError("could not send to the daemon: no connection") from None
+                time.sleep(0.005)
 
     def _check_connection(self) -> None:
         from zmq.utils.monitor import recv_monitor_message

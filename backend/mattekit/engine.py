@@ -417,9 +417,8 @@ class Engine:
             self.choose_method("foreground", "classical" if params["model"] == "classical" else "auto"), alpha.shape)
         progress("foreground", 0.82, model=method)
         if method == "classical":
-            est = fg.classical_foreground(image, alpha, progress=lambda f: progress("foreground", 0.82 + 0.1 * f))
-        else:
-            est = self.learned_foreground(image, alpha, method, params, lambda f: progress("foreground", 0.82 + 0.1 * f))
+            return fg.classical_decontaminate(image, alpha, amount, progress=lambda f: progress("foreground", 0.82 + 0.13 * f)), method
+        est = self.learned_foreground(image, alpha, method, params, lambda f: progress("foreground", 0.82 + 0.1 * f))
         return fg.decontaminate(image, alpha, est, amount, progress=lambda f: progress("foreground", 0.92 + 0.03 * f)), method
 
     def learned_foreground(self, image: np.ndarray, alpha: np.ndarray, method: str, params: dict[str, Any], progress: Callable[[float], None]) -> np.ndarray:
@@ -455,6 +454,7 @@ def warm_up() -> None:
     refine.closed_form_in_band(image, tri)
     refine.warm_up_ichol()  # a wide band's solve factorises; loading those kernels took ~0.5 s of a first job
     foreground.estimate_foreground_ml_band(image, alpha)
+    foreground.classical_decontaminate(image, alpha, 0.5)  # the kernels' variants for a view into RGBA
 
 
 def within_selection(alpha: np.ndarray, guidance: np.ndarray, band_px: int | None) -> np.ndarray:

@@ -271,6 +271,7 @@ def estimate_foreground_ml_band(
     gradient_weight: float = 1.0,
     progress: ProgressFn | None = None,
     threads: int = FOREGROUND_THREADS,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Germer et al.'s multi-level foreground estimation, updating only pixels near soft alpha.
 
@@ -285,6 +286,8 @@ def estimate_foreground_ml_band(
     on `threads` threads with a result that does not depend on their number.
     progress: called with the fraction done at most every PROGRESS_INTERVAL_S, between passes;
         raise from it to cancel (the exception propagates once the running pass ends).
+    out: float32 (h, w, 3), may be a view (e.g. the colour channels of an RGBA buffer): written and
+        returned instead of a new array, which saves a full-frame array and its first touches.
     Returns float32 (h, w, 3) in [0, 1]: the estimate where 0 < alpha < 1 - eps, the image elsewhere.
     Memory: the output (12 B/px), two masks (2 B/px), B at the finest level (allocated, but its
     pages are touched only near the band) and the coarser levels (~1/3 of that); the image and
@@ -294,6 +297,8 @@ def estimate_foreground_ml_band(
     img = np.ascontiguousarray(image, np.float32)
     a = np.ascontiguousarray(alpha, np.float32)
     h0, w0 = a.shape
+    if out is not None and (out.shape != (h0, w0, 3) or out.dtype != np.float32):
+        raise ValueError(f"out must be float32 {(h0, w0, 3)}, got {out.dtype} {out.shape}")
     lo, eps32 = np.float32(0.0), np.float32(eps)
     reg, gw = np.float32(regularization), np.float32(gradient_weight)
     n_levels = max(1, int(np.ceil(np.log2(max(w0, h0)))))  # a 1x1 image still has one level
@@ -335,7 +340,7 @@ def estimate_foreground_ml_band(
             par(k["dilate_columns"], (rows, active, reach), w, px)
             del rows
         last_level = lev == n_levels
-        F = np.empty((h, w, 3), np.float32)
+        F = out if (last_level and out is not None) else np.empty((h, w, 3), np.float32)
         B = np.empty((h, w, 3), np.float32)
         par(k["initialise"], (img, a, my, mx, py, pxm, F_prev, B_prev, F, B, active, last_level), h, px)
         advance(3 * px)
@@ -359,6 +364,7 @@ def estimate_foreground(
     tile: int | None = None,
     threads: int = FOREGROUND_THREADS,
     iterations: int = 2,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Foreground colour F with I = alpha F + (1 - alpha) B, solved only near soft pixels.
 
@@ -373,6 +379,7 @@ def estimate_foreground(
         only the crop, which costs a little accuracy.
     iterations: the solver's iterations per level above 32 px (pymatting's default 2; the
         daemon uses `config.FOREGROUND_ITERATIONS`, see `classical_foreground`).
+    out: float32 (H, W, 3) to write the result into (may be a view), instead of a new array.
     Returns float32 (H, W, 3) in [0, 1]: the multi-level estimate where 0 < alpha < 1 - eps,
     the image's own colour everywhere else (exact where alpha = 1,
     which full-frame estimation only approximates).
@@ -391,15 +398,20 @@ def estimate_foreground(
     if not soft.any():
         if progress is not None:
             progress(1.0)
-        return image.copy()
+        if out is None:
+            return image.copy()
+        out[...] = image
+        return out
     if tile is None or (h <= tile and w <= tile):
         # Whole frame in one call: the solver's coarse levels see the whole picture (best quality);
         # its cost follows the band.
-        fg = estimate_foreground_ml_band(image, alpha, n_big_iterations=iterations, progress=progress, threads=threads)  # the image itself outside 0 < alpha < 1 - eps
+        fg = estimate_foreground_ml_band(image, alpha, n_big_iterations=iterations, progress=progress, threads=threads, out=out)  # the image itself outside 0 < alpha < 1 - eps
         if progress is not None:
             progress(1.0)
         return fg
-    fg = image.copy()
+    fg = image.copy() if out is None else out
+    if out is not None:
+        out[...] = image
     cores = soft_tiles(soft, tile)
 
     def solve(core: tuple[int, int, int, int]) -> None:
@@ -432,12 +444,38 @@ def estimate_foreground(
     return fg
 
 
-def classical_foreground(image: np.ndarray, alpha: np.ndarray, *, progress: ProgressFn | None = None) -> np.ndarray:
+def classical_foreground(image: np.ndarray, alpha: np.ndarray, *, progress: ProgressFn | None = None,
+                         out: np.ndarray | None = None) -> np.ndarray:
     """The daemon's classical foreground colour: `estimate_foreground` with
     `classical_iterations(alpha)` iterations per level (closer to the energy's minimum than
     pymatting's default). image float (H, W, 3), alpha float (H, W), both in [0, 1] ->
-    float32 (H, W, 3) in [0, 1]."""
-    return estimate_foreground(image, alpha, progress=progress, iterations=classical_iterations(alpha))
+    float32 (H, W, 3) in [0, 1] (`out` when given)."""
+    return estimate_foreground(image, alpha, progress=progress, iterations=classical_iterations(alpha), out=out)
+
+
+def classical_decontaminate(image: np.ndarray, alpha: np.ndarray, amount: float, *,
+                            progress: ProgressFn | None = None) -> np.ndarray:
+    """`decontaminate(image, alpha, classical_foreground(image, alpha), amount)` in one RGBA buffer.
+
+    The estimate is written straight into the buffer's colour channels, so no separate full-frame
+    F exists (12 B/px less, and on a VM each fresh array costs its first touches: ~0.5 s per
+    144 MB here). With amount 1 there is nothing to blend: the estimate already is the image
+    wherever alpha is 0 or 1. image float (H, W, 3), alpha float (H, W) in [0, 1] -> float32 (H, W, 4).
+    """
+    if not 0.0 <= amount <= 1.0:
+        raise ValueError(f"amount must be in [0, 1], got {amount}")
+    h, w = np.shape(alpha)[:2]
+    rgba = np.empty((h, w, 4), np.float32)
+    report = progress or (lambda f: None)
+    classical_foreground(image, alpha, progress=lambda f: report(0.9 * f), out=rgba[..., :3])
+    if amount == 1.0:
+        def put_alpha(y0: int, y1: int) -> None:
+            rgba[y0:y1, :, 3] = alpha[y0:y1]
+
+        imageops.run_strips(h, config.STRIP_PX // max(1, w), put_alpha, threads=config.THREADS,
+                            progress=lambda f: report(0.9 + 0.1 * f))
+        return rgba
+    return decontaminate(image, alpha, rgba[..., :3], amount, out=rgba, progress=lambda f: report(0.9 + 0.1 * f))
 
 
 def classical_iterations(alpha: np.ndarray) -> int:
@@ -448,19 +486,21 @@ def classical_iterations(alpha: np.ndarray) -> int:
 
 
 def decontaminate(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray, amount: float,
-                  *, progress: ProgressFn | None = None) -> np.ndarray:
+                  *, progress: ProgressFn | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Replace edge colours by the estimated foreground.
 
     image, foreground: float (H, W, 3) in [0, 1]; alpha: float (H, W) in [0, 1];
     amount in [0, 1]: 0 keeps the image's colours, 1 uses the foreground estimate.
     progress: called with the fraction done after each strip of rows; raise from it to cancel.
+    out: float32 (H, W, 4) to write into; `foreground` may be its own colour channels (each strip
+        reads its rows before writing them).
     Returns float32 (H, W, 4) RGBA: rgb = image + amount (foreground - image) where alpha > 0
     (the image elsewhere), a = alpha.
     """
     if not 0.0 <= amount <= 1.0:
         raise ValueError(f"amount must be in [0, 1], got {amount}")
     h, w = np.shape(alpha)[:2]
-    out = np.empty((h, w, 4), np.float32)
+    out = np.empty((h, w, 4), np.float32) if out is None else out
 
     def strip(y0: int, y1: int) -> None:  # one strip's temporaries, not a frame's (this runs at 100 MP)
         img = np.asarray(image[y0:y1], np.float32)
