@@ -16,7 +16,8 @@ from mattekit.models.selfie import SelfieConfig, SelfieNet
 from mattekit.selfie import (SELFIE_MODELS, SUPPORTED_OPS, TFLiteModel, TFLiteOperator, TFLiteTensor,
                              UnsupportedOpError, build_selfie_model, convert_tflite, download_wheel,
                              extract_tflite, fetch_selfie, parse_transpose_conv_bias_options, read_tflite,
-                             resize_bilinear_matrix, same_padding)
+                             same_padding)
+from mattekit.models.selfie import resize_bilinear_matrix
 
 COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128-instances"
 RNG = np.random.default_rng(0)

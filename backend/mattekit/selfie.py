@@ -260,21 +260,6 @@ def same_padding(in_size: int, kernel: int, stride: int, dilation: int = 1) -> t
     return total // 2, total - total // 2
 
 
-def resize_bilinear_matrix(in_size: int, out_size: int, align_corners: bool, half_pixel_centers: bool) -> np.ndarray:
-    """(out_size, in_size) float32 matrix M with out = M @ in along one axis, TFLite RESIZE_BILINEAR semantics
-    (reference_ops ComputeInterpolationValues: lower index clamped at 0, upper at in-1)."""
-    scale = ((in_size - 1) / (out_size - 1) if align_corners and out_size > 1 else in_size / out_size)
-    dst = np.arange(out_size, dtype=np.float64)
-    src = (dst + 0.5) * scale - 0.5 if half_pixel_centers else dst * scale
-    lo = np.maximum(np.floor(src), 0).astype(np.int64)
-    hi = np.minimum(np.ceil(src), in_size - 1).astype(np.int64)
-    frac = src - lo
-    m = np.zeros((out_size, in_size), np.float64)
-    np.add.at(m, (np.arange(out_size), lo), 1 - frac)
-    np.add.at(m, (np.arange(out_size), hi), frac)
-    return m.astype(np.float32)
-
-
 def _act_name(code: int, op: str) -> str | None:
     act = _ACTIVATIONS.get(code, f"#{code}")
     if act not in (None, "relu", "relu6", "relu_n1_to_1", "tanh"):
@@ -540,6 +525,6 @@ def fetch_selfie(dest_dir: str | Path | None = None, *, wheel: str | Path | None
 
 
 __all__ = ["fetch_selfie", "download_wheel", "extract_tflite", "read_tflite", "convert_tflite",
-           "build_selfie_model", "person_iou", "same_padding", "resize_bilinear_matrix",
+           "build_selfie_model", "person_iou", "same_padding", 
            "parse_transpose_conv_bias_options",
            "UnsupportedOpError", "TFLiteModel", "TFLiteOperator", "TFLiteTensor", "SUPPORTED_OPS"]

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .compose import composite, match_background, trimap_from_alpha
-from .datasets import Sample
+from .samples import Sample, load_image
 
 _SS = 4  # supersampling factor for strands
 
@@ -38,8 +38,6 @@ def load_photo(path: str, max_side: int = 1024) -> np.ndarray:
     kept as uint8 so the cache stays small — `match_background` converts its crop to float)."""
     img = cv2.imread(path, cv2.IMREAD_REDUCED_COLOR_2)  # JPEG decodes at half size: ~3x faster
     if img is None or max(img.shape[:2]) < max_side // 2:
-        from .datasets import load_image
-
         img = (load_image(path) * 255 + 0.5).astype(np.uint8)
     else:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -525,7 +525,7 @@ def _render_main(argv: Sequence[str] | None = None) -> int:
     cached data spec of a recipe (train and val) ahead of training."""
     import argparse
 
-    from .train import load_recipe
+    from .recipe import load_recipe
 
     ap = argparse.ArgumentParser(prog="python -m mattekit_training.torchdata")
     ap.add_argument("recipe")

@@ -41,10 +41,22 @@ _ACTS: dict[str | None, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu_n1_to_1": lambda x: x.clamp(-1, 1), "tanh": torch.tanh}
 
 
-def resize_matrix(in_size: int, out_size: int, align_corners: bool, half_pixel_centers: bool) -> np.ndarray:
-    from ..selfie import resize_bilinear_matrix
+def resize_bilinear_matrix(in_size: int, out_size: int, align_corners: bool, half_pixel_centers: bool) -> np.ndarray:
+    """(out_size, in_size) float32 matrix M with out = M @ in along one axis, TFLite RESIZE_BILINEAR semantics
+    (reference_ops ComputeInterpolationValues: lower index clamped at 0, upper at in-1)."""
+    scale = ((in_size - 1) / (out_size - 1) if align_corners and out_size > 1 else in_size / out_size)
+    dst = np.arange(out_size, dtype=np.float64)
+    src = (dst + 0.5) * scale - 0.5 if half_pixel_centers else dst * scale
+    lo = np.maximum(np.floor(src), 0).astype(np.int64)
+    hi = np.minimum(np.ceil(src), in_size - 1).astype(np.int64)
+    frac = src - lo
+    m = np.zeros((out_size, in_size), np.float64)
+    np.add.at(m, (np.arange(out_size), lo), 1 - frac)
+    np.add.at(m, (np.arange(out_size), hi), frac)
+    return m.astype(np.float32)
 
-    return resize_bilinear_matrix(in_size, out_size, align_corners, half_pixel_centers)
+
+resize_matrix = resize_bilinear_matrix
 
 
 @register_model("selfie", SelfieConfig, task="trimap_free")
