@@ -139,43 +139,35 @@ def pip_download(requirement: str, archive: str, sha256: str, *, pip_args: tuple
 
     The registry's own client is the only way anything is downloaded (the selfie fetch uses this too).
     """
-    cache = Path(cache) if cache is not None else mk_config.cache_dir()
-    path = cache / archive
-    if path.exists() and _sha256(path) == sha256:
-        return path
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".pip-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *pip_args, requirement,
-               "-d", tmp, "--disable-pip-version-check", "-q"]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / archive
-        if res.returncode != 0 or not got.exists():
-            raise RuntimeError(f"could not download {requirement} ({archive}) with pip (exit {res.returncode}): "
-                               f"{(res.stderr or res.stdout).strip()[-600:]}\n{offline_hint}")
-        actual = _sha256(got)
-        if actual != sha256:
-            raise RuntimeError(f"{archive}: sha256 {actual} does not match the pinned {sha256}; refusing it")
-        os.replace(got, path)
-    return path
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *pip_args, requirement,
+           "-d", "{dest}", "--disable-pip-version-check", "-q"]
+    return _fetch_archive(cmd, "pip", requirement, archive, sha256, cache, offline_hint)
 
 
 def npm_pack(spec: str, archive: str, sha256: str, *, cache: Path | None = None, offline_hint: str = "") -> Path:
     """A pinned npm tarball, from the cache or via `npm pack` (the registry's own client); sha256-checked."""
     import shutil
 
+    npm = shutil.which("npm")
+    if npm is None and not (Path(cache or mk_config.cache_dir()) / archive).exists():
+        raise RuntimeError(f"{spec} comes from the npm registry, and npm is not installed (apt-get install npm)\n{offline_hint}")
+    return _fetch_archive([npm or "npm", "pack", spec, "--pack-destination", "{dest}", "--silent"], "npm", spec, archive,
+                          sha256, cache, offline_hint)
+
+
+def _fetch_archive(cmd: list[str], tool: str, what: str, archive: str, sha256: str, cache: Path | None, offline_hint: str) -> Path:
+    """`archive` from the cache when its sha256 matches, else made by `cmd` ("{dest}": a private temporary
+    folder in the cache) and checked before it is moved into the cache. -> its path."""
     cache = Path(cache) if cache is not None else mk_config.cache_dir()
     path = cache / archive
     if path.exists() and _sha256(path) == sha256:
         return path
-    npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError(f"{spec} comes from the npm registry, and npm is not installed (apt-get install npm)\n{offline_hint}")
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".npm-") as tmp:
-        res = subprocess.run([npm, "pack", spec, "--pack-destination", tmp, "--silent"], capture_output=True, text=True, cwd=tmp)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=f".{tool}-") as tmp:
+        res = subprocess.run([c.replace("{dest}", tmp) for c in cmd], capture_output=True, text=True, cwd=tmp)
         got = Path(tmp) / archive
         if res.returncode != 0 or not got.exists():
-            raise RuntimeError(f"could not download {spec} ({archive}) with npm (exit {res.returncode}): "
+            raise RuntimeError(f"could not download {what} ({archive}) with {tool} (exit {res.returncode}): "
                                f"{(res.stderr or res.stdout).strip()[-600:]}\n{offline_hint}")
         actual = _sha256(got)
         if actual != sha256:
