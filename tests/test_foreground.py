@@ -139,3 +139,25 @@ def test_decontaminating_in_one_buffer_equals_estimating_then_blending(amount):
         np.testing.assert_array_equal(one[..., :3], image)  # amount 0 keeps the photo's colours bit for bit
     else:
         assert np.abs(one[..., :3] - image)[foreground.soft_region(alpha)].max() > 0.01  # edge colours changed
+
+
+def test_warm_up_compiles_every_kernel_of_the_foreground_solver():
+    """No first big job may wait for numba: the band masks' kernels run only on levels above
+    dense_px, which the 24 px warm-up image has none of unless it asks. A fresh process, so that
+    no earlier test has compiled them already."""
+    import ast
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("from mattekit.engine import warm_up; from mattekit import foreground as f; warm_up(); "
+             "print({n: len(k.signatures) for n, k in f._kernels().items()})")
+    src = str(Path(__file__).resolve().parents[1] / "backend")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": src})
+    assert run.returncode == 0, run.stderr
+    counts = ast.literal_eval(run.stdout.strip().splitlines()[-1])
+    assert set(counts) == {"sums", "soft_rows", "dilate_columns", "initialise", "sweep", "finish"}
+    assert all(n >= 1 for n in counts.values()), counts
+    assert counts["sweep"] >= 2  # C arrays and the view into an RGBA buffer

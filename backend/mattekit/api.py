@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from . import imageops
 from . import protocol as P
 from .editor_client import EditorError as MatteError
 
@@ -35,17 +36,21 @@ _ENGINE: Any = None
 _ENGINE_LOCK = threading.Lock()
 
 
-def _to_array(image: Any, name: str) -> tuple[np.ndarray, bool]:
-    """-> (the pixels as an array, whether the caller gave a PIL image)."""
+def _to_array(image: Any, name: str) -> np.ndarray:
+    """A path, PIL image or array -> the pixels as an array (checked: grey, RGB or RGBA; uint8, uint16 or float32)."""
     if isinstance(image, (str, Path)):
         from .files import read_picture
 
-        return read_picture(image).pixels, False
-    if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
+        return read_picture(image).pixels
+    if _is_pil(image):
         mode = image.mode
-        if mode in ("I;16", "I;16B", "I;16L", "I"):
-            return np.asarray(image, dtype=np.uint16) if mode != "I" else np.clip(np.asarray(image), 0, 65535).astype(np.uint16), True
-        return np.asarray(image.convert("RGBA" if "A" in mode or mode == "P" else "RGB" if mode not in ("L",) else "L")), True
+        if mode in ("I;16", "I;16B", "I;16L"):
+            return np.asarray(image, dtype=np.uint16)
+        if mode == "I":
+            return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+        if mode == "L":
+            return np.asarray(image)
+        return np.asarray(image.convert("RGBA" if "A" in mode or mode == "P" else "RGB"))
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
         raise ValueError(f"{name} must be (H, W) or (H, W, 3|4), got shape {arr.shape}")
@@ -53,7 +58,7 @@ def _to_array(image: Any, name: str) -> tuple[np.ndarray, bool]:
         arr = arr.astype(np.float32)
     elif arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{name} must be uint8, uint16 or float in [0, 1], got {arr.dtype}")
-    return (arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr), False
+    return arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
 
 
 def _rgb(arr: np.ndarray) -> np.ndarray:
@@ -104,12 +109,12 @@ def run(op: str, image: Any, *, guidance: Any = None, alpha: Any = None, backend
     protocol's job parameters (outputs, model, band_px, amount, ...)."""
     if backend not in ("auto", "daemon", "local"):
         raise ValueError(f"backend must be 'auto', 'daemon' or 'local', got {backend!r}")
-    pixels, _ = _to_array(image, "image")
+    pixels = _to_array(image, "image")
     inputs: dict[str, tuple[np.ndarray, str | None, str]] = {"image": (_rgb(pixels), "RGB", "srgb")}
     if guidance is not None:
-        inputs["guidance"] = (_grey(_to_array(guidance, "guidance")[0]), "Y", "srgb")
+        inputs["guidance"] = (_grey(_to_array(guidance, "guidance")), "Y", "srgb")
     if alpha is not None:
-        inputs["alpha"] = (_grey(_to_array(alpha, "alpha")[0]), "Y", "srgb")
+        inputs["alpha"] = (_grey(_to_array(alpha, "alpha")), "Y", "srgb")
     params = {"alpha_dtype": "f32", **params}
     if backend == "daemon" or (backend == "auto" and _daemon_running()):
         from .client import Client
@@ -134,7 +139,7 @@ def _alpha_out(alpha: np.ndarray, as_pil: bool) -> Any:
         return alpha
     from PIL import Image
 
-    return Image.fromarray(np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(imageops.from_float(alpha, np.uint8), "L")
 
 
 def _rgba_out(rgba: np.ndarray, as_pil: bool) -> Any:
@@ -143,7 +148,7 @@ def _rgba_out(rgba: np.ndarray, as_pil: bool) -> Any:
     from PIL import Image
 
     if rgba.dtype != np.uint8:
-        rgba = np.clip(rgba.astype(np.float32) / (65535.0 if rgba.dtype == np.uint16 else 1.0) * 255 + 0.5, 0, 255).astype(np.uint8)
+        rgba = imageops.from_float(imageops.to_float(rgba), np.uint8)
     return Image.fromarray(np.ascontiguousarray(rgba), "RGBA" if rgba.shape[2] == 4 else "RGB")
 
 
@@ -174,7 +179,7 @@ def cutout(image: Any, *, model: str = "auto", background: Any = None, backend: 
         if isinstance(background, str) and parse_colour(background) is not None:
             background = parse_colour(background)
         elif not isinstance(background, tuple):
-            background = _rgb(_to_array(background, "background")[0])
+            background = _rgb(_to_array(background, "background"))
         rgba = over_background(rgba, background)
     return _rgba_out(rgba, _is_pil(image))
 

@@ -17,6 +17,7 @@ import argparse
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,16 +117,21 @@ def plan(args: argparse.Namespace) -> list[Task]:
     ext = "." + args.format.lstrip(".")
     if _transparent(args) and ext not in ALPHA_EXTENSIONS:
         raise UsageError(f"--format {args.format} cannot hold the cut-out's transparency; use png or tif, or give --background")
+    if args.sheet and many:
+        raise UsageError(f"--sheet {args.sheet}: a contact sheet is for one input, not {len(inputs)}")
     side = getattr(args, "guidance", None) or getattr(args, "alpha", None)
     side_flag = "--guidance" if getattr(args, "guidance", None) else "--alpha"
     tasks = []
+    checked: set[Path] = set()  # each output folder is made and probed once, not once per file
     for src, folder, rel in inputs:
         if to_folder:
             target = Path(out) / Path(rel).with_suffix(ext)
             if args.output == "both":
                 target = target.with_suffix(".png") if _transparent(args) else target
             output = str(target)
-            check_folder(target.parent, flag=f"-o {out}")
+            if target.parent not in checked:
+                check_folder(target.parent, flag=f"-o {out}")
+                checked.add(target.parent)
         else:
             output = out
             check_output(out, transparent=_transparent(args))
@@ -150,8 +156,8 @@ def plan(args: argparse.Namespace) -> list[Task]:
                 raise UsageError("--output both writes two files; it cannot go to standard output")
             alpha_out = str(_alpha_name(Path(output)))
         tasks.append(Task(src, output, alpha_out, guide))
-    outputs = [t.output for t in tasks] + [t.alpha_output for t in tasks if t.alpha_output]
-    clash = {o for o in outputs if outputs.count(o) > 1 and o != STDIO}
+    outputs = Counter([t.output for t in tasks] + [t.alpha_output for t in tasks if t.alpha_output])
+    clash = {o for o, n in outputs.items() if n > 1 and o != STDIO}
     if clash:
         raise UsageError(f"two inputs would write {sorted(clash)[0]}; give them different names or folders")
     return tasks
@@ -203,8 +209,9 @@ def _background(args: argparse.Namespace) -> Any:
 
 
 def run_task(task: Task, op: str, params: dict[str, Any], client_factory: Callable[[], Any], args: argparse.Namespace,
-             background: Any, progress: Callable | None = None) -> tuple[list[str], list[str], str]:
-    """Read, run and write one task -> (files written, warnings, what ran). Raises ImageFileError / MatteError."""
+             background: Any, progress: Callable | None = None) -> tuple[list[str], list[str], bool, str]:
+    """Read, run and write one task -> (files written, the daemon's warnings, whether the selection is
+    empty, what ran). Raises ImageFileError / MatteError."""
     picture = read_picture(task.source)
     image = picture.pixels
     if image.ndim == 2:
@@ -212,9 +219,7 @@ def run_task(task: Task, op: str, params: dict[str, Any], client_factory: Callab
     shape = image.shape[:2]
     inputs: dict[str, Any] = {}
     guidance = None
-    if op == "refine":
-        if task.guidance is None:
-            raise UsageError("refine needs --guidance (a rough selection mask)")
+    if op == "refine":  # --guidance is required, and plan found one per input
         guidance = read_mask(task.guidance, shape)
         inputs["guidance"] = (guidance, "Y", "srgb")
     elif op == "decontaminate":
@@ -246,11 +251,9 @@ def run_task(task: Task, op: str, params: dict[str, Any], client_factory: Callab
         alpha = result.alpha if result.alpha is not None else fg[..., 3]
         matting_sheet(args.sheet, image, alpha, guidance=guidance, foreground=fg)
         written.append(args.sheet)
-    warnings = list(result.header.get("warnings", []))
-    if result.header.get("coverage", 1.0) < config.SUBJECT_EMPTY_FRACTION:
-        warnings.append("__empty__")
+    empty = result.header.get("coverage", 1.0) < config.SUBJECT_EMPTY_FRACTION
     seconds = (result.header.get("timings") or {}).get("total_s", 0.0)
-    return written, warnings, f"model {result.model or 'classical'}, {seconds:.2f} s in the daemon"
+    return written, list(result.header.get("warnings", [])), empty, f"model {result.model or 'classical'}, {seconds:.2f} s in the daemon"
 
 
 # --------------------------------------------------------------------------- the command
@@ -302,7 +305,7 @@ def _run_all(tasks: list[Task], args: argparse.Namespace, op: str, params: dict[
 
     def one(task: Task) -> None:
         try:
-            written, warnings, ran = run_task(task, op, params, client_factory, args, background, job_progress if single else None)
+            written, warnings, empty, ran = run_task(task, op, params, client_factory, args, background, job_progress if single else None)
         except (ImageFileError, UsageError) as exc:
             reason = str(exc)  # names its file already
         except MatteError as exc:
@@ -316,11 +319,10 @@ def _run_all(tasks: list[Task], args: argparse.Namespace, op: str, params: dict[
             else:
                 outcome.written += written
                 outcome.ran = ran
+                if empty:
+                    outcome.empty.append(task.source)
                 for w in warnings:
-                    if w == "__empty__":
-                        outcome.empty.append(task.source)
-                    else:
-                        bar.write(f"mattekit {args.cmd}: warning: {w}" + ("" if single else f" ({task.source})"), file=sys.stderr)
+                    bar.write(f"mattekit {args.cmd}: warning: {w}" + ("" if single else f" ({task.source})"), file=sys.stderr)
             if not single:
                 bar.update(1)
 
@@ -357,7 +359,7 @@ def _watch(args: argparse.Namespace, op: str, params: dict[str, Any], background
         return EXIT_USAGE
     print(f"mattekit {args.cmd}: watching {', '.join(folders)} (Ctrl-C to stop)", file=sys.stderr)
     status = EXIT_OK
-    failed_at: dict[str, float] = {}  # a file that failed is tried again only once it changes (e.g. finished copying)
+    tried: dict[str, float] = {}  # source -> its mtime when last tried: a failed file is retried once it changes
     while True:
         try:
             tasks = plan(args)
@@ -366,14 +368,14 @@ def _watch(args: argparse.Namespace, op: str, params: dict[str, Any], background
         fresh = []
         for t in tasks:
             mtime = Path(t.source).stat().st_mtime if Path(t.source).exists() else 0.0
-            if not _up_to_date(t) and failed_at.get(t.source) != mtime:
+            if not _up_to_date(t) and tried.get(t.source) != mtime:
                 fresh.append(t)
-                failed_at[t.source] = mtime  # cleared below when it worked
+                tried[t.source] = mtime  # forgotten below when it worked
         if fresh:
             status = max(status, _run_all(fresh, args, op, params, background, client_factory, quiet_skips=True))
             for t in fresh:
                 if _up_to_date(t):
-                    failed_at.pop(t.source, None)
+                    tried.pop(t.source, None)
         time.sleep(WATCH_INTERVAL_S)
 
 
@@ -400,13 +402,13 @@ def add_job_commands(sub: Any, common: argparse.ArgumentParser, func: Callable[[
         return sp
 
     c = job("select", "select_subject", "select the subject with no guidance (like Photoshop's Select Subject, or rembg)")
-    c.add_argument("--model", default="auto", help=models)
-    c.add_argument("--decontaminate", type=float, default=None, metavar="AMOUNT", help="remove the old background's colour from edges, 0..1 (default %g)" % config.DECONTAMINATE_AMOUNT)
     r = job("refine", "refine", "refine a rough selection into a soft matte")
     r.add_argument("--guidance", required=True, help="rough selection mask (grey image, or a trimap 0/128/255); a folder of masks for several inputs")
     r.add_argument("--band", type=int, default=None, help=f"unknown band width in pixels, 1..{P.BAND_MAX_PX} (default: scales with the image)")
-    r.add_argument("--model", default="auto", help=models)
-    r.add_argument("--decontaminate", type=float, default=None, metavar="AMOUNT", help="remove the old background's colour from edges, 0..1 (default %g)" % config.DECONTAMINATE_AMOUNT)
+    for sp in (c, r):
+        sp.add_argument("--model", default="auto", help=models)
+        sp.add_argument("--decontaminate", type=float, default=None, metavar="AMOUNT",
+                        help="remove the old background's colour from edges, 0..1 (default %g)" % config.DECONTAMINATE_AMOUNT)
     d = job("decontaminate", "decontaminate", "remove the old background's colour from the edge pixels of a cut-out")
     d.add_argument("--alpha", default=None, help="the matte (grey image, or a folder of them); default: the input's own alpha channel")
     d.add_argument("--amount", type=float, default=None, help="0 keeps the colours, 1 removes all of the old background (default %g)" % config.DECONTAMINATE_AMOUNT)

@@ -53,11 +53,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     print(f"mattekit daemon {info['version']} on {args.endpoint or config.default_endpoint()}: "
           f"{'busy' if ping['running'] else 'idle'}, {ping['queued']} queued")
-    models = info.get("models") or {}
-    for task, names in (models.items() if isinstance(models, dict) else [("models", models)]):
-        print(f"  {task}: {', '.join(map(str, names)) if isinstance(names, (list, tuple)) else names}")
-    devices = info.get("devices")
-    print(f"  devices: {', '.join(map(str, devices)) if isinstance(devices, (list, tuple)) else devices}")
+    for task, names in (info.get("models") or {}).items():
+        print(f"  {task}: {', '.join(names)}")
+    print(f"  devices: {', '.join(info.get('devices') or [])}")
     return 0
 
 

@@ -209,31 +209,20 @@ class Engine:
         The two run at once (loading the kernels is mostly imports, the model's runs release the
         GIL); ONNX Runtime's first two runs are slow (0.5-1.0 s vs 0.33 s for u2netp), so both
         happen here."""
-        import threading
+        from concurrent.futures import ThreadPoolExecutor
 
-        failed: list[BaseException] = []
-
-        def load_kernels() -> None:
-            try:
-                warm_up()
-            except Exception as exc:  # raised below, on the caller's thread
-                failed.append(exc)
-
-        kernels = threading.Thread(target=load_kernels, name="warm-up", daemon=True)
-        kernels.start()
-        try:
+        with ThreadPoolExecutor(1, thread_name_prefix="warm-up") as pool:
+            kernels = pool.submit(warm_up)
             try:
                 method = self.choose_method("trimap_free", "auto")
             except P.ProtocolError:  # no subject model installed
-                return
-            rt = self.runtime(method, P.JOB_PARAMS["device"])
-            for _ in range(2):
-                rt.predict(np.full((64, 64, 3), 0.5, np.float32))
-            self.warnings = []  # a CPU fallback said here is said again by the job that meets it
-        finally:
-            kernels.join()
-        if failed:
-            raise failed[0]
+                method = None
+            if method is not None:
+                rt = self.runtime(method, P.JOB_PARAMS["device"])
+                for _ in range(2):
+                    rt.predict(np.full((64, 64, 3), 0.5, np.float32))
+                self.warnings = []  # a CPU fallback said here is said again by the job that meets it
+            kernels.result()  # warm_up's own failure, if any, is the caller's to report
 
     def runtime(self, name: str, device: str) -> Any:
         key = f"{name}@{device}"
@@ -453,7 +442,8 @@ def warm_up() -> None:
     tri = refine.guidance_to_trimap((alpha > 0.5).astype(np.float32), 6)
     refine.closed_form_in_band(image, tri)
     refine.warm_up_ichol()  # a wide band's solve factorises; loading those kernels took ~0.5 s of a first job
-    foreground.estimate_foreground_ml_band(image, alpha)
+    # dense_px=0: the band masks' kernels run too (a 24 px image is otherwise solved densely)
+    foreground.estimate_foreground_ml_band(image, alpha, dense_px=0)
     foreground.classical_decontaminate(image, alpha, 0.5)  # the kernels' variants for a view into RGBA
 
 

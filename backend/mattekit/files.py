@@ -8,6 +8,7 @@ with one line naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -158,11 +159,12 @@ def encode(pixels: np.ndarray, ext: str, icc: bytes | None = None) -> bytes:
     """
     import cv2
 
+    from . import imageops
+
     ext = ext.lower()
-    if pixels.dtype not in (np.uint8, np.uint16):
-        pixels = (np.clip(pixels, 0, 1) * 65535 + 0.5).astype(np.uint16)
-    if ext in (".jpg", ".jpeg", ".webp", ".bmp") and pixels.dtype == np.uint16:
-        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    eight_bit = ext in (".jpg", ".jpeg", ".webp", ".bmp")
+    if pixels.dtype != np.uint8 and (eight_bit or pixels.dtype != np.uint16):
+        pixels = imageops.from_float(imageops.to_float(pixels), np.uint8 if eight_bit else np.uint16)
     if pixels.ndim == 3:
         pixels = pixels[..., [2, 1, 0, 3]] if pixels.shape[2] == 4 else pixels[..., ::-1]
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
@@ -178,7 +180,8 @@ def encode(pixels: np.ndarray, ext: str, icc: bytes | None = None) -> bytes:
 
 
 def _tiff_with_icc(data: bytes, icc: bytes) -> bytes:
-    """Re-save the TIFF through tifffile-free Pillow only when 8-bit; otherwise keep it (OpenCV cannot embed)."""
+    """The TIFF re-saved by Pillow with the profile when it is 8-bit; a 16-bit colour TIFF is kept as
+    OpenCV wrote it, without the profile (OpenCV cannot embed one, and Pillow would lose the bits)."""
     from PIL import Image
 
     try:
@@ -200,12 +203,14 @@ def write_picture(path: str | Path, pixels: np.ndarray, icc: bytes | None = None
         return
     p = Path(path)
     data = encode(pixels, p.suffix or ".png", icc)
+    tmp = p.with_name(f".{p.name}.part")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.part")
         tmp.write_bytes(data)
         os.replace(tmp, p)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # no half-written file left beside the result
         raise ImageFileError(f"cannot write {path}: {exc.strerror}") from None
 
 
@@ -239,8 +244,7 @@ def over_background(rgba: np.ndarray, background: np.ndarray | tuple[float, floa
 
     from . import imageops
 
-    one = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(rgba.dtype, 1.0)
-    f = rgba.astype(np.float32) / np.float32(one)
+    f = imageops.to_float(rgba)
     h, w = f.shape[:2]
     if isinstance(background, tuple):
         bg = np.broadcast_to(np.asarray(background, np.float32), (h, w, 3))
@@ -249,6 +253,4 @@ def over_background(rgba: np.ndarray, background: np.ndarray | tuple[float, floa
         bg = cv2.resize(b, (w, h), interpolation=cv2.INTER_AREA if b.shape[0] > h else cv2.INTER_LINEAR)
     a = f[..., 3:4]
     out = f[..., :3] * a + bg * (1 - a)
-    if one == 1.0:
-        return out.astype(np.float32)
-    return np.clip(out * one + 0.5, 0, one).astype(rgba.dtype)
+    return imageops.from_float(out, rgba.dtype if rgba.dtype in (np.uint8, np.uint16) else np.float32)

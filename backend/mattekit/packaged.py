@@ -286,9 +286,6 @@ def torch_copy(name: str, onnx: Path, dest: Path) -> dict:
 
     Raises RuntimeError when the two differ by more than PARITY_TOL on random inputs of two sizes.
     """
-    import onnxruntime as ort
-    import torch
-
     from .models import modnet
     from .models.checkpoints import save_weights
 
@@ -296,7 +293,7 @@ def torch_copy(name: str, onnx: Path, dest: Path) -> dict:
         raise KeyError(f"{name} has no torch conversion")
     model = modnet.MODNet(modnet.official_config()).eval()
     model.load_state_dict(modnet.from_onnx(str(onnx)))
-    err = onnx_parity(model, onnx, ort)
+    err = onnx_parity(model, onnx)
     if err > PARITY_TOL:
         raise RuntimeError(f"the converted model differs from {onnx.name} by {err:.2g} (> {PARITY_TOL:g})")
     p = PACKAGED[name]
@@ -312,13 +309,11 @@ def torch_copy(name: str, onnx: Path, dest: Path) -> dict:
     })
 
 
-def onnx_parity(model: Any, onnx: Path, ort: Any = None) -> float:
+def onnx_parity(model: Any, onnx: Path) -> float:
     """Max |difference| between a MODNet-like torch model's matte (`forward(x, True)[2]`) and the ONNX
     file's first output, on seeded random inputs in [-1, 1] of 64x96 and 96x64."""
+    import onnxruntime as ort
     import torch
-
-    if ort is None:
-        import onnxruntime as ort
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     worst = 0.0
