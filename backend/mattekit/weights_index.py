@@ -64,3 +64,20 @@ def list_weights() -> dict[str, dict]:
         for name, entry in read_registry(d).items():
             out[name] = {**entry, "path": str((d / entry.get("file", "")).resolve()), "registry": str(d)}
     return out
+
+
+#: The test-split numbers Select Subject's models are ranked by (`mattekit-eval --pipeline coarse:NAME
+#: --guidance none --split test`; docs/benchmarks.md). Every subject model's entry that has them
+#: carries all four under these names, so two models are always compared on the same data.
+SUBJECT_METRICS = ("COCO128-test dominant IoU", "COCO128-test persons IoU", "feral cats-test IoU",
+                   "pets-test (first 100) known agreement")
+
+
+def subject_score(entry: dict) -> float | None:
+    """Mean of an entry's SUBJECT_METRICS (0..1, higher is better); None unless it has all of them."""
+    metrics = entry.get("metrics") or {}
+    values = [metrics.get(k) for k in SUBJECT_METRICS]
+    if any(not isinstance(v, (int, float)) for v in values):
+        return None
+    return float(sum(values)) / len(values)
+

@@ -270,7 +270,7 @@ def crop_centered(arrays: Sequence[np.ndarray], focus: np.ndarray, crop: int,
     return [np.ascontiguousarray(a[y:y + crop, x:x + crop]) for a in arrays]
 
 
-def unknown_region(alpha: np.ndarray) -> np.ndarray:
+def edge_region(alpha: np.ndarray) -> np.ndarray:
     """Pixels with 0 < alpha < 1 (plus a 15 px grown margin), bool HxW, for crop centring."""
     band = (alpha > 1 / 255) & (alpha < 254 / 255)
     return dilate(band.astype(np.float32), 15) > 0.5
@@ -298,15 +298,15 @@ def gca_augment(fg: np.ndarray, alpha: np.ndarray, rng: np.random.Generator,
 # ----------------------------------------------------------------------------- targets
 
 
-def default_band_px(shape: Sequence[int]) -> int:
+def transition_px(shape: Sequence[int]) -> int:
     """MODNet's transition width: 5 % of the mean side (its SOC code), at least 3 px."""
     return max(3, int(round(0.05 * (shape[0] + shape[1]) / 2)))
 
 
 def boundary_mask(alpha: np.ndarray, k: int | None = None) -> np.ndarray:
     """MODNet transition band m_d = dilate(alpha > 0) - erode(alpha >= 1) with a k-px disk
-    (default `default_band_px`). -> float32 {0,1}; every 0 < alpha < 1 pixel is inside."""
-    k = default_band_px(alpha.shape) if k is None else k
+    (default `transition_px`). -> float32 {0,1}; every 0 < alpha < 1 pixel is inside."""
+    k = transition_px(alpha.shape) if k is None else k
     return np.clip(dilate(alpha > 1e-4, k) - erode(alpha > 1 - 1e-4, k), 0, 1)
 
 

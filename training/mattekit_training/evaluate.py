@@ -52,11 +52,12 @@ GUIDANCE_KINDS = ("auto", "trimap", "tight", "erode:K", "dilate:K", "blur:S", "l
 def classical_alpha(image: np.ndarray, guidance: np.ndarray | None, band_px: int | None = None) -> np.ndarray:
     """The daemon's classical refine: guidance -> trimap (default band) -> closed form in the band."""
     from mattekit import refine
+    from mattekit import trimap as trimap_rules
 
     if guidance is None:
         raise ValueError("the classical pipeline needs guidance (use --guidance other than none)")
-    band = band_px or refine.default_band_px(*guidance.shape)
-    trimap = refine.guidance_to_trimap(guidance, band)
+    band = band_px or trimap_rules.default_band_px(*guidance.shape)
+    trimap = trimap_rules.guidance_to_trimap(guidance, band)
     return refine.closed_form_in_band(image, trimap, fallback=np.clip(guidance, 0, 1))
 
 
@@ -256,7 +257,7 @@ def make_guidance(kind: str, sample: Any) -> np.ndarray | None:
 # ----------------------------------------------------------------------------- scoring
 
 
-def trimap_from_alpha(alpha: np.ndarray, radius: int | None = None) -> np.ndarray:
+def scoring_trimap(alpha: np.ndarray, radius: int | None = None) -> np.ndarray:
     """Scoring trimap for exact alpha: unknown = soft pixels (0 < α < 1) grown by `radius`
     (default 1 % of the short side, >= 3 px)."""
     h, w = alpha.shape
@@ -271,7 +272,7 @@ def trimap_from_alpha(alpha: np.ndarray, radius: int | None = None) -> np.ndarra
 def score_alpha(pred: np.ndarray, sample: Any) -> tuple[dict[str, float], str, np.ndarray]:
     """-> (metrics, kind of ground truth, error map (H, W) in [0, 1] for the contact sheet)."""
     if sample.alpha is not None:
-        tri = sample.trimap if sample.trimap is not None else trimap_from_alpha(sample.alpha)
+        tri = sample.trimap if sample.trimap is not None else scoring_trimap(sample.alpha)
         return M.alpha_metrics(pred, sample.alpha, tri), "alpha", np.abs(pred - sample.alpha)
     if sample.trimap is not None:
         t = sample.trimap

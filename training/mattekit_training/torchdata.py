@@ -217,7 +217,7 @@ class CompositeDataset(SeededDataset):
             s = self.crop / min(alpha.shape) * rng.uniform(1.0, 1.25)
             fg, alpha = C.random_resize([fg, alpha], rng, size=(max(self.crop, round(alpha.shape[0] * s)),
                                                                 max(self.crop, round(alpha.shape[1] * s))))
-        fg, alpha = C.crop_centered([fg, alpha], C.unknown_region(alpha), self.crop, rng)
+        fg, alpha = C.crop_centered([fg, alpha], C.edge_region(alpha), self.crop, rng)
         alpha = C.snap_alpha(alpha)  # before compositing, so image and labels stay consistent
         bg_src = (load_photo(str(self.bg_paths[int(rng.integers(len(self.bg_paths)))])) if self.bg_paths
                   else random_background(rng, alpha.shape))
@@ -246,6 +246,10 @@ class TrimapDataset(SeededDataset):
         self.guidance = spec.get("guidance", "trimap")
         # The crop spans 1/zoom of the short side: (1, 1.6) keeps context and avoids heavy upscaling.
         self.zoom = tuple(spec.get("zoom", (1.0, 1.6)))
+        #: "crop": a random crop around the edge at a random zoom; "squash": the whole frame
+        self.fit = spec.get("fit", "crop")
+        if self.fit not in ("crop", "squash"):
+            raise ValueError(f"trimap data: fit must be 'crop' or 'squash', got {self.fit!r}")
         if self.guidance not in GUIDANCES:
             raise ValueError(f"unknown guidance {self.guidance!r}; choose from {GUIDANCES}")
 
@@ -256,14 +260,24 @@ class TrimapDataset(SeededDataset):
         if s.trimap is None:
             raise ValueError(f"{self.source}: sample {s.name} has no trimap")
         image, trimap = s.image, s.trimap
-        # Random scale relative to the crop; trimaps resized with nearest to keep {0,0.5,1}.
-        f = self.crop / min(image.shape[:2]) * rng.uniform(*self.zoom)
-        nh, nw = max(self.crop, round(image.shape[0] * f)), max(self.crop, round(image.shape[1] * f))
-        image = np.clip(cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR), 0, 1)
-        trimap = cv2.resize(trimap, (nw, nh), interpolation=cv2.INTER_NEAREST)
-        if rng.random() < 0.5:
-            image, trimap = image[:, ::-1], trimap[:, ::-1]
-        image, trimap = C.crop_centered([image, trimap], trimap == 0.5, self.crop, rng)
+        if self.fit == "squash":
+            # The whole frame squashed to crop x crop: what a subject model sees at inference.
+            size = (self.crop, self.crop)
+            shrink = min(image.shape[:2]) > self.crop
+            image = np.clip(cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR), 0, 1)
+            trimap = cv2.resize(trimap, size, interpolation=cv2.INTER_NEAREST)
+            if rng.random() < 0.5:
+                image, trimap = image[:, ::-1], trimap[:, ::-1]
+            image, trimap = np.ascontiguousarray(image), np.ascontiguousarray(trimap)
+        else:
+            # Random scale relative to the crop; trimaps resized with nearest to keep {0,0.5,1}.
+            f = self.crop / min(image.shape[:2]) * rng.uniform(*self.zoom)
+            nh, nw = max(self.crop, round(image.shape[0] * f)), max(self.crop, round(image.shape[1] * f))
+            image = np.clip(cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR), 0, 1)
+            trimap = cv2.resize(trimap, (nw, nh), interpolation=cv2.INTER_NEAREST)
+            if rng.random() < 0.5:
+                image, trimap = image[:, ::-1], trimap[:, ::-1]
+            image, trimap = C.crop_centered([image, trimap], trimap == 0.5, self.crop, rng)
         known = (trimap != 0.5).astype(np.float32)
         boundary = 1.0 - known
         if self.guidance == "trimap":

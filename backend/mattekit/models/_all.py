@@ -2,7 +2,7 @@
 
 import importlib
 
-for _mod in ("modnet", "prn", "fgnet", "gfm", "selfie"):
+for _mod in ("modnet", "prn", "fgnet", "gfm", "selfie", "u2net"):
     try:
         importlib.import_module(f"{__package__}.{_mod}")
     except ModuleNotFoundError as exc:  # a model file not written yet must not break the others

@@ -51,7 +51,7 @@ def build_model(spec: dict) -> nn.Module:
 
 def load_init(model: nn.Module, path: str | Path) -> None:
     """Load initial weights (strict) from safetensors or a torch state dict."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -86,6 +86,8 @@ def alpha_forward(net: nn.Module, image: Tensor, guidance: Tensor | None = None)
     only need a matte (DDC). `net` may be DDP-wrapped; H, W multiples of 32."""
     model = unwrap(net)
     name = getattr(model, "registry_name", "")
+    if name == "u2netp":
+        return net(model.normalise(image))[0]
     x = normalise_input(model, image)
     if name == "modnet":
         return net(x, False)[2]
