@@ -21,7 +21,7 @@ import numpy as np
 from . import config
 from . import protocol as P
 from . import editor_client as core
-from .editor_client import EditorError, ProgressFn
+from .editor_client import EditorError, JobProgressFn
 
 #: The daemon answered ``error`` (or none answered); ``code`` is one of protocol.ERROR_CODES.
 MatteError = EditorError
@@ -54,11 +54,9 @@ class Result:
 
 
 def read_token() -> str:
-    path = config.token_path()
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        raise DaemonUnavailable(f"no token at {path}: start the daemon once with `mattekit serve`") from None
+    """The daemon's per-user token, read as every client reads it (`EditorClient.token`; the daemon
+    creates it: `daemon.load_token`). Raises DaemonUnavailable when there is none."""
+    return Client().token
 
 
 class Client(core.EditorClient):
@@ -103,7 +101,7 @@ class Client(core.EditorClient):
         inputs: dict[str, tuple[np.ndarray, str | None, str]],
         params: dict[str, Any] | None = None,
         *,
-        progress: ProgressFn | None = None,
+        progress: JobProgressFn | None = None,
         cancel: threading.Event | None = None,
         job_id: str | None = None,
     ) -> Result:
@@ -116,13 +114,13 @@ class Client(core.EditorClient):
         header, out = super().run_job(op, bufs, params, progress=progress, should_cancel=cancel.is_set if cancel else None, job_id=job_id)
         return Result(header, {name: P.array_from_buffer(spec, view) for name, (spec, view) in out.items()})
 
-    def refine(self, image: np.ndarray, guidance: np.ndarray, *, order: str | None = None, transfer: str = "srgb", progress: ProgressFn | None = None, cancel: threading.Event | None = None, **params: Any) -> Result:
+    def refine(self, image: np.ndarray, guidance: np.ndarray, *, order: str | None = None, transfer: str = "srgb", progress: JobProgressFn | None = None, cancel: threading.Event | None = None, **params: Any) -> Result:
         return self.run_job("refine", {"image": (image, order, transfer), "guidance": (guidance, "Y", "srgb")}, params, progress=progress, cancel=cancel)
 
-    def select_subject(self, image: np.ndarray, *, order: str | None = None, transfer: str = "srgb", progress: ProgressFn | None = None, cancel: threading.Event | None = None, **params: Any) -> Result:
+    def select_subject(self, image: np.ndarray, *, order: str | None = None, transfer: str = "srgb", progress: JobProgressFn | None = None, cancel: threading.Event | None = None, **params: Any) -> Result:
         return self.run_job("select_subject", {"image": (image, order, transfer)}, params, progress=progress, cancel=cancel)
 
-    def decontaminate(self, image: np.ndarray, alpha: np.ndarray, *, order: str | None = None, transfer: str = "srgb", progress: ProgressFn | None = None, cancel: threading.Event | None = None, **params: Any) -> Result:
+    def decontaminate(self, image: np.ndarray, alpha: np.ndarray, *, order: str | None = None, transfer: str = "srgb", progress: JobProgressFn | None = None, cancel: threading.Event | None = None, **params: Any) -> Result:
         return self.run_job("decontaminate", {"image": (image, order, transfer), "alpha": (alpha, "Y", "srgb")}, params, progress=progress, cancel=cancel)
 
 

@@ -36,7 +36,8 @@ from . import config
 from . import protocol as P
 from . import zmtp
 
-ProgressFn = Callable[[str, float, dict], Any]
+#: A job's progress events as the daemon sends them: (stage, fraction 0..1, the event's other fields).
+JobProgressFn = Callable[[str, float, dict], Any]
 Inputs = Sequence[tuple[P.BufferSpec, Any]]
 Reply = tuple[dict[str, Any], list[Any]]
 
@@ -439,7 +440,7 @@ class EditorClient:
         inputs: Inputs,
         params: Optional[dict[str, Any]] = None,
         *,
-        progress: Optional[ProgressFn] = None,
+        progress: Optional[JobProgressFn] = None,
         should_cancel: Optional[Callable[[], bool]] = None,
         job_id: Optional[str] = None,
     ) -> tuple[dict[str, Any], dict[str, tuple[P.BufferSpec, memoryview]]]:
