@@ -1,4 +1,6 @@
-"""The GIMP plug-in's pure logic (no GIMP needed): formats, rectangles, byte shuffling, params."""
+"""The GIMP plug-in's own logic (no GIMP needed): Babl formats per precision, on top of the shared core.
+
+The shared rules (channels, rectangles, crop, band, outputs, models, params) are tested in test_editor_core.py."""
 
 from __future__ import annotations
 
@@ -9,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mattekit import config
+from mattekit import editor_core
 from mattekit import protocol as P
-from mattekit.refine import default_band_px
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "gimp" / "mattekit"))
 import mattekit_logic as L  # noqa: E402
@@ -47,104 +48,19 @@ def test_pixel_format_accepts_enum_names_and_rejects_nonsense():
             L.pixel_format(bad)
 
 
-def test_rect_algebra():
-    a = L.Rect(10, 20, 100, 50)
-    assert a.intersect(L.Rect(0, 0, 30, 30)) == L.Rect(10, 20, 20, 10)
-    assert a.intersect(L.Rect(500, 500, 5, 5)).empty
-    g = a.grow(5)
-    assert (g.x, g.y, g.x2, g.y2) == (a.x - 5, a.y - 5, a.x2 + 5, a.y2 + 5)
-    assert a.translate(-10, -20) == L.Rect(0, 0, 100, 50)
+def test_the_plug_in_uses_the_shared_core_and_vocabulary():
+    assert L.core is editor_core  # the same module (vendored as mattekit_bridge.editor_core when installed)
+    assert list(L.OUTPUTS) == list(editor_core.OUTPUTS) and list(L.DECONTAMINATE_OUTPUTS) == ["foreground"]
+    src = (Path(L.__file__).with_name("mattekit.py")).read_text()
+    # No second copy of a shared rule in the plug-in: it calls the core.
+    for name in ("def work_rect", "def default_band_px", "def job_params", "def progress_text", "def alpha_plane", "class Rect"):
+        assert name not in src and name not in Path(L.__file__).read_text()
 
 
-@pytest.mark.parametrize("h,w", [(48, 64), (3000, 4000), (5, 9000), (1024, 1024)])
-def test_default_band_matches_the_daemon(h, w):
-    assert L.default_band_px(w, h, config.BAND_MIN_PX, config.BAND_FRACTION) == default_band_px(h, w)
-
-
-def test_work_rect_covers_selection_context_inside_layer():
-    layer = L.Rect(-50, 30, 2000, 1500)  # a layer offset partly outside the image
-    sel = L.Rect(400, 500, 300, 200)
-    r = L.work_rect(layer, sel, band_px=20)
-    assert r.intersect(layer) == r  # never outside the layer
-    assert r.intersect(sel) == sel  # the whole selection is sent
-    assert sel.x - r.x >= 80 and r.x2 - sel.x2 >= 80  # 4 bands of context
-    assert L.work_rect(layer, None, 20) == layer
-    near_edge = L.work_rect(layer, L.Rect(-50, 30, 10, 10), band_px=20)
-    assert (near_edge.x, near_edge.y) == (layer.x, layer.y)
-
-
-@pytest.mark.parametrize("dtype", ["u8", "u16", "f16", "f32"])
-def test_channel_shuffles_match_numpy(dtype):
-    rng = np.random.default_rng(3)
-    h, w = 7, 11
-    if dtype.startswith("u"):
-        rgba = rng.integers(0, np.iinfo(NP[dtype]).max, (h, w, 4), endpoint=True).astype(NP[dtype])
-        plane = rng.integers(0, np.iinfo(NP[dtype]).max, (h, w), endpoint=True).astype(NP[dtype])
-    else:
-        rgba = rng.random((h, w, 4)).astype(NP[dtype])
-        plane = rng.random((h, w)).astype(NP[dtype])
-    item = P.DTYPES[dtype]
-    raw = rgba.tobytes()
-
-    got = np.frombuffer(L.alpha_plane(raw, item), NP[dtype]).reshape(h, w)
-    np.testing.assert_array_equal(got, rgba[..., 3])
-
-    got = np.frombuffer(bytes(L.replace_alpha(raw, plane.tobytes(), item)), NP[dtype]).reshape(h, w, 4)
-    np.testing.assert_array_equal(got[..., :3], rgba[..., :3])
-    np.testing.assert_array_equal(got[..., 3], plane)
-
-    got = np.frombuffer(bytes(L.fill_opaque_alpha(raw, item, L.one_value(dtype))), NP[dtype]).reshape(h, w, 4)
-    one = np.iinfo(NP[dtype]).max if dtype.startswith("u") else 1.0
-    np.testing.assert_array_equal(got[..., :3], rgba[..., :3])
-    assert (got[..., 3] == one).all()
-
-    with pytest.raises(ValueError):
-        L.replace_alpha(raw, plane.tobytes()[:-item], item)
-
-
-@pytest.mark.parametrize("item,channels", [(1, 1), (2, 1), (4, 4)])
-def test_crop_and_paste_planes(item, channels):
-    rng = np.random.default_rng(5)
-    dt = {1: np.uint8, 2: np.uint16, 4: np.float32}[item]
-    src = rng.random((30, 40, channels)).astype(np.float32)
-    src = (src * 200).astype(dt)
-    rect = L.Rect(7, 4, 13, 9)
-    got = np.frombuffer(L.crop_plane(src.tobytes(), 40, rect, channels, item), dt).reshape(9, 13, channels)
-    np.testing.assert_array_equal(got, src[4:13, 7:20])
-    if channels == 1:
-        dest = bytearray(np.zeros((30, 40), dt).tobytes())
-        L.paste_plane(dest, 40, got.tobytes(), rect, item)
-        back = np.frombuffer(bytes(dest), dt).reshape(30, 40)
-        np.testing.assert_array_equal(back[4:13, 7:20], src[4:13, 7:20, 0])
-        assert back.sum() == src[4:13, 7:20, 0].sum()  # nothing written outside the rect
-
-
-def test_is_all_zero():
-    assert L.is_all_zero(bytes(10)) and L.is_all_zero(bytes(100_000))
-    assert not L.is_all_zero(bytes(99_999) + b"\x01") and not L.is_all_zero(b"\x00\x02")
-
-
-@pytest.mark.parametrize("op,output,band", list(itertools.product(["select_subject", "refine", "decontaminate"], list(L.OUTPUTS), [0, 12])))
-def test_job_params_pass_the_daemons_validation(op, output, band):
-    params = L.job_params(op, model="portrait", band_px=band, amount_percent=40, output=output)
-    specs = [P.BufferSpec("image", 8, 8, "u16", "RGBA")]
-    specs += [P.BufferSpec({"refine": "guidance", "decontaminate": "alpha"}[op], 8, 8, "u16", "Y")] if op != "select_subject" else []
-    checked = P.check_job(op, params, specs)  # raises ProtocolError if the plug-in sends anything invalid
-    assert checked["amount"] == pytest.approx(0.4)
-    if op != "decontaminate":
-        assert ("foreground" in checked["outputs"]) is output.startswith("new-layer")
-        assert checked["model"] == "portrait"
-    assert checked["band_px"] == (band if op == "refine" and band else None)
-
-
-def test_job_params_rejects_unknown_choices():
-    with pytest.raises(ValueError):
-        L.job_params("refine", model="auto", band_px=0, amount_percent=0, output="clipboard")
-    with pytest.raises(ValueError):
-        L.job_params("refine", model="sky", band_px=0, amount_percent=0, output="selection")
-    assert L.job_params("refine", model="auto", band_px=0, amount_percent=250, output="selection")["amount"] == 1.0
-
-
-def test_progress_text_names_the_model():
-    assert "modnet" in L.progress_text("subject", "modnet")
-    assert L.progress_text("a-new-stage")  # unknown stages still give a line
+@pytest.mark.parametrize("precision", ["u8-non-linear", "u16-linear", "float-linear", "half-perceptual"])
+def test_pixel_format_reads_match_the_core_sample_types(precision):
+    pf = L.pixel_format(precision)
+    assert pf.itemsize == editor_core.ITEMSIZE[pf.dtype]
+    rgba = np.zeros((2, 3, 4), NP[pf.dtype]).tobytes()
+    filled = editor_core.fill_channel(rgba, pf.itemsize, editor_core.one_value(pf.dtype))
+    assert np.frombuffer(bytes(filled), NP[pf.dtype]).reshape(2, 3, 4)[..., 3].astype(float).min() > 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import sys
 from pathlib import Path
 
@@ -67,93 +66,37 @@ def test_pixel_format_refuses_other_colour_models_with_a_fix():
         logic.pixel_format("RGBA", "U32", "")
 
 
-# --------------------------------------------------------------------------- byte packing
+# Byte packing (channels, multiply, convert) is the shared core's: tests/test_editor_core.py.
 
 
-@pytest.mark.parametrize("dtype", ["u8", "u16", "f16", "f32"])
-def test_extract_and_replace_channel_match_numpy(dtype):
-    rng = np.random.default_rng(1)
-    px = random_pixels(rng, 5, 7, dtype)
-    f = PixelFormat(dtype, "RGBA", "srgb", np.dtype(NP[dtype]).itemsize)
-    for ch in range(4):
-        got = np.frombuffer(logic.extract_channel(px.tobytes(), f, ch), NP[dtype]).reshape(5, 7)
-        np.testing.assert_array_equal(got, px[..., ch])
-    new = random_pixels(rng, 5, 7, dtype)[..., 0]
-    out = np.frombuffer(bytes(logic.replace_channel(px.tobytes(), f, new.tobytes())), NP[dtype]).reshape(5, 7, 4)
-    np.testing.assert_array_equal(out[..., 3], new)
-    np.testing.assert_array_equal(out[..., :3], px[..., :3])
+def test_krita_logic_uses_the_shared_core():
+    from mattekit import editor_core
 
-
-def test_replace_channel_rejects_wrong_length():
-    f = fmt_of("U8")
-    with pytest.raises(ValueError):
-        logic.replace_channel(bytes(16), f, bytes(3))
-
-
-@pytest.mark.parametrize("dtype", ["u8", "u16"])
-def test_multiply_samples_integers_round_like_numpy(dtype):
-    rng = np.random.default_rng(2)
-    hi = 255 if dtype == "u8" else 65535
-    a = rng.integers(0, hi + 1, 1000).astype(NP[dtype])
-    b = rng.integers(0, hi + 1, 1000).astype(NP[dtype])
-    got = np.frombuffer(logic.multiply_samples(a.tobytes(), b.tobytes(), dtype), NP[dtype])
-    want = (a.astype(np.int64) * b + hi // 2) // hi
-    np.testing.assert_array_equal(got, want)
-
-
-@pytest.mark.parametrize("dtype", ["f16", "f32"])
-def test_multiply_samples_floats(dtype):
-    rng = np.random.default_rng(3)
-    a, b = rng.random(300).astype(NP[dtype]), rng.random(300).astype(NP[dtype])
-    got = np.frombuffer(logic.multiply_samples(a.tobytes(), b.tobytes(), dtype), NP[dtype])
-    np.testing.assert_allclose(got.astype(np.float32), (a.astype(np.float32) * b.astype(np.float32)), rtol=2e-3, atol=1e-4)
-
-
-@pytest.mark.parametrize("dtype", ["u8", "u16", "f16", "f32"])
-def test_multiply_by_opaque_is_exact_identity(dtype):
-    rng = np.random.default_rng(4)
-    a = random_pixels(rng, 1, 50, dtype)[0, :, 0]
-    one = np.frombuffer(logic.opaque_sample(dtype) * 50, NP[dtype])
-    assert float(one[0]) == pytest.approx(1.0 if dtype[0] == "f" else (255 if dtype == "u8" else 65535))
-    assert logic.multiply_samples(a.tobytes(), one.tobytes(), dtype) == a.tobytes()
-    assert logic.multiply_samples(one.tobytes(), a.tobytes(), dtype) == a.tobytes()
-
-
-@pytest.mark.parametrize("src", ["u8", "u16", "f16", "f32"])
-@pytest.mark.parametrize("dst", ["u8", "u16", "f32"])
-def test_convert_mask_matches_numpy(src, dst):
-    rng = np.random.default_rng(5)
-    m = random_pixels(rng, 1, 64, src)[0, :, 0]
-    got = np.frombuffer(logic.convert_mask(m.tobytes(), src, dst), NP[dst]).astype(np.float64)
-    scale = {"u8": 255.0, "u16": 65535.0}.get(src, 1.0)
-    f = np.clip(m.astype(np.float64) / scale, 0, 1)
-    if dst in ("u8", "u16"):
-        hi = 255 if dst == "u8" else 65535
-        np.testing.assert_array_equal(got, np.floor(f * hi + 0.5))
-    else:
-        np.testing.assert_allclose(got, f, atol=1e-6)
-
-
-def test_convert_mask_clamps_floats_and_nan():
-    data = struct.pack("<4f", -0.5, 1.5, float("nan"), 0.5)
-    assert logic.convert_mask(data, "f32", "u8") == bytes([0, 255, 0, 128])
+    assert logic.core is editor_core and logic.PluginError is editor_core.PluginError
+    assert logic.OUTPUTS == editor_core.OUTPUTS
+    src = (Path(logic.__file__)).read_text()
+    for name in ("def extract_channel", "def multiply_samples", "def convert_mask", "STAGES = {", "hints = {"):
+        assert name not in src and name not in (Path(logic.__file__).with_name("extension.py")).read_text()
 
 
 # --------------------------------------------------------------------------- options
 
 
 def test_options_round_trip_and_defaults():
-    o = Options(model="portrait", band_px=24, amount=35, output="layer").validate()
+    o = Options(model="portrait", refine_model="mattekit-prn-light", band_px=24, amount=35, output="layer").validate()
     assert Options.from_json(o.to_json()) == o
     assert Options.from_json("") == Options()
     assert Options.from_json("not json") == Options()
     # One bad value falls back to its default only; the valid ones survive.
-    back = Options.from_json('{"model": "nope", "band_px": 8, "amount": 250, "output": "mask", "x": 1}')
+    back = Options.from_json('{"model": "no pe", "band_px": 8, "amount": 250, "output": "mask", "x": 1}')
     assert back == Options(band_px=8, output="mask")
+    # Any installed model's name survives; the old GIMP output names map onto the shared vocabulary.
+    assert Options.from_json('{"refine_model": "classical", "output": "layer-mask"}') == Options(refine_model="classical", output="mask")
+    assert Options.from_json('{"output": "new-layer"}').output == "foreground"
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"model": "classical"}, {"band_px": 0}, {"band_px": 5000}, {"band_px": True}, {"amount": 101}, {"amount": 0.5}, {"output": "overwrite"}]
+    "kwargs", [{"model": "not a name"}, {"model": ""}, {"refine_model": 3}, {"band_px": 0}, {"band_px": 5000}, {"band_px": True}, {"amount": 101}, {"amount": 0.5}, {"output": "overwrite"}]
 )
 def test_options_validate_rejects(kwargs):
     with pytest.raises(PluginError):
@@ -237,6 +180,46 @@ def test_foreground_output_asks_for_both():
     req, *_ = _req("refine", Options(output="foreground", amount=70))
     p = _check_against_protocol(req)
     assert p["outputs"] == ["alpha", "foreground"] and p["amount"] == pytest.approx(0.7)
+
+
+def _canvas_selection(canvas, box):
+    sel = np.zeros((canvas.height, canvas.width), np.uint8)
+    x, y, w, h = box
+    sel[y - canvas.y:y - canvas.y + h, x - canvas.x:x - canvas.x + w] = 255
+    return sel
+
+
+@pytest.mark.parametrize("action", ["select_subject", "refine", "decontaminate"])
+def test_every_action_crops_to_the_selection_box_plus_margin(action):
+    canvas = logic.Rect(0, 0, 1200, 900)
+    sel = _canvas_selection(canvas, (500, 400, 100, 50))
+    rect, band, cropped = logic.plan_crop(action, Options(), canvas, sel.tobytes())
+    assert band == logic.core.resolve_band_px(None, 1200, 900)  # from the whole canvas, not the crop
+    assert rect == logic.Rect(500, 400, 100, 50).grow(max(logic.core.MIN_MARGIN_PX, logic.core.MARGIN_BANDS * band))
+    assert cropped == np.ascontiguousarray(sel[rect.y:rect.y2, rect.x:rect.x2]).tobytes()
+    # Near the canvas edge the crop is clipped, and the user's band sets the margin.
+    rect, band, _ = logic.plan_crop(action, Options(band_px=40), canvas, _canvas_selection(canvas, (0, 0, 10, 10)).tobytes())
+    assert band == 40 and rect == logic.Rect(0, 0, 170, 170)
+
+
+def test_no_selection_sends_the_whole_canvas_except_for_refine():
+    canvas = logic.Rect(0, 0, 64, 48)
+    for sel in (None, bytes(64 * 48)):  # none, or an empty one
+        assert logic.plan_crop("select_subject", Options(), canvas, sel) == (canvas, 16, None)
+        assert logic.plan_crop("decontaminate", Options(), canvas, sel)[0] == canvas
+        with pytest.raises(PluginError, match="selection"):
+            logic.plan_crop("refine", Options(), canvas, sel)
+
+
+def test_cropped_request_carries_its_origin_and_the_canvas_band():
+    f = fmt_of("U8")
+    req = logic.build_request("refine", Options(), f, 4, 3, bytes(48), b"\xff" * 12, supports_mask=False, x=30, y=20, band_px=55)
+    assert (req.x, req.y, req.width, req.height) == (30, 20, 4, 3)
+    assert _check_against_protocol(req)["band_px"] == 55 and req.params["model"] == "auto"
+    req = logic.build_request("refine", Options(refine_model="classical", model="portrait"), f, 4, 3, bytes(48), b"\xff" * 12, supports_mask=False)
+    assert req.params["model"] == "classical"  # Refine uses its own model choice
+    req = logic.build_request("select_subject", Options(refine_model="classical", model="portrait"), f, 4, 3, bytes(48), None, supports_mask=False)
+    assert req.params["model"] == "portrait"
 
 
 def test_build_request_checks_sizes():

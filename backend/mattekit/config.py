@@ -70,6 +70,13 @@ CLIENT_HEARTBEAT_TIMEOUT_S = 3.0
 #: Wide enough that a quick lasso (off by ~1-2 % of the image) still has its true edge inside.
 BAND_MIN_PX = 16
 BAND_FRACTION = 0.02
+
+
+def default_band_px(h: int, w: int) -> int:
+    """The automatic band width for an (h, w) image: the one definition (editors vendor this module)."""
+    return int(max(BAND_MIN_PX, round(min(h, w) * BAND_FRACTION)))
+
+
 #: Refine solves its closed-form system on a working frame of at most REFINE_SOLVE_PX pixels with
 #: at most REFINE_SOLVE_UNKNOWN unknowns; a photo or a band larger than that is solved at the scale
 #: that fits and carried up to full resolution by the local linear model (refine.py). Bounds the

@@ -1,7 +1,8 @@
 """`mattekit install-plugin gimp|krita`: copy a plug-in and its bridge into the editor.
 
 Each plug-in gets a vendored ``mattekit_bridge/`` package (``protocol.py``,
-``config.py``, ``zmtp.py``, ``editor_client.py``, all standard library only) and an
+``config.py``, ``zmtp.py``, ``editor_client.py``, ``editor_core.py``, all standard
+library only) and an
 ``install.json`` saying how to start this very daemon, so the plug-in works in an
 editor whose Python has neither mattekit nor NumPy nor pyzmq.
 """
@@ -18,8 +19,8 @@ from typing import Any
 
 from . import __version__
 
-#: The modules a plug-in needs to talk to the daemon (stdlib-only by design).
-BRIDGE_MODULES = ("protocol.py", "config.py", "zmtp.py", "editor_client.py")
+#: The modules a plug-in needs to talk to the daemon, and the rules both plug-ins share (stdlib-only by design).
+BRIDGE_MODULES = ("protocol.py", "config.py", "zmtp.py", "editor_client.py", "editor_core.py")
 BRIDGE_DIR = "mattekit_bridge"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*")
 

@@ -11,16 +11,13 @@ import cv2
 import numpy as np
 
 from mattekit import config, imageops
+# The default band width is defined in config, which the editors vendor (stdlib only): one formula.
+from mattekit.config import default_band_px  # noqa: F401
 from mattekit.imageops import ProgressFn
 
 #: Guidance strictly inside (SOFT_LOW, SOFT_HIGH) counts as uncertain (a feathered selection edge).
 SOFT_LOW = 0.05
 SOFT_HIGH = 0.95
-
-def default_band_px(h: int, w: int) -> int:
-    """Default total width of the unknown band for an (h, w) image, in pixels."""
-    return int(max(config.BAND_MIN_PX, round(min(h, w) * config.BAND_FRACTION)))
-
 
 def is_trimap(guidance: np.ndarray, tol: float = 1e-3) -> bool:
     """True when every value is within `tol` of {0, 0.5, 1} and some pixel is unknown (0.5)."""

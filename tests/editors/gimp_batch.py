@@ -6,7 +6,8 @@
 # procedure leaves behind. Reads SPEC (a JSON file, path in $MATTEKIT_BATCH_SPEC):
 #   {"out": DIR, "cases": [{"name", "file", "precision", "canvas": [w, h, dx, dy],
 #     "select": [x, y, w, h] | null, "select_from": CASE_NAME | null,
-#     "procedure", "args": {...}}]}
+#     "premask": true | absent (give the layer a white mask first), "procedure", "args": {...}}]}
+# The plug-in's timing lines ($MATTEKIT_GIMP_TIMINGS) written during a case go into its meta.
 # Every failure is written to DIR/<case>/error.txt: a batch script that raises makes
 # gimp-console wait forever, so nothing may escape.
 
@@ -66,6 +67,8 @@ def _mk_main():
                 ch.get_buffer().flush()
                 image.select_item(_Gimp.ChannelOps.REPLACE, ch)
                 image.remove_channel(ch)
+            if case.get("premask"):
+                layer.add_mask(layer.create_mask(_Gimp.AddMaskType.WHITE))
             dump(d, "in_rgba.bin", layer, (0, 0, lw, lh), fmt["rgba"])
             dump(d, "in_selection.bin", image.get_selection().get_buffer(), (ox, oy, lw, lh), fmt["mask"])
             n_layers = len(image.get_layers())
@@ -77,9 +80,13 @@ def _mk_main():
             config.set_core_object_array("drawables", [layer])
             for k, v in case.get("args", {}).items():
                 config.set_property(k, v)
+            timings = _os.environ.get("MATTEKIT_GIMP_TIMINGS", "")
+            seen = len(open(timings).readlines()) if timings and _os.path.exists(timings) else 0
             t0 = _time.perf_counter()
             result = proc.run(config)
             meta["call_s"] = _time.perf_counter() - t0
+            if timings and _os.path.exists(timings):
+                meta["timings"] = [_json.loads(line) for line in open(timings).readlines()[seen:]]
             status = result.index(0)
             meta["status"] = status.value_nick
             if status != _Gimp.PDBStatusType.SUCCESS:

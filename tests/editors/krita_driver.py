@@ -48,7 +48,7 @@ def _run_case(k, case, out):
         made = core.apply_result(doc, node, req, pixels, header, buffers)
         t3 = time.perf_counter()
         info.update(ok=True, output=made["output"], model=header.get("model"), transfer=req.fmt.transfer, daemon_timings=header.get("timings"),
-                    params=req.params, timings={"read_s": t1 - t0, "daemon_s": t2 - t1, "apply_s": t3 - t2, "total_s": t3 - t0})
+                    params=req.params, rect=[req.x, req.y, req.width, req.height], timings={"read_s": t1 - t0, "daemon_s": t2 - t1, "apply_s": t3 - t2, "total_s": t3 - t0})
         if made["output"] == "selection":
             data = bytes(doc.selection().pixelData(0, 0, w, h))
         else:

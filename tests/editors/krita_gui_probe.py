@@ -14,10 +14,10 @@ from krita import Extension, Krita
 
 try:
     from PyQt5.QtCore import QTimer
-    from PyQt5.QtWidgets import QApplication
+    from PyQt5.QtWidgets import QApplication, QProgressDialog
 except ImportError:  # Krita 6
     from PyQt6.QtCore import QTimer
-    from PyQt6.QtWidgets import QApplication
+    from PyQt6.QtWidgets import QApplication, QProgressDialog
 
 OUT = os.environ.get("MATTEKIT_KRITA_PROBE_OUT", "")
 IDS = ("mattekit_select_subject", "mattekit_refine_selection", "mattekit_decontaminate", "mattekit_options")
@@ -37,12 +37,16 @@ def _probe():
         info["texts"] = {i: (Krita.instance().action(i).text() if Krita.instance().action(i) else None) for i in IDS}
 
         from mattekit_krita import core
+        from mattekit_krita.bridge import editor_core
         from mattekit_krita.dialog import OptionsDialog
         from mattekit_krita.logic import Options
 
         doc = Krita.instance().createDocument(640, 400, "probe", "RGBA", "U8", "", 72.0)
         window.addView(doc)
-        dlg = OptionsDialog(Options(), supports_mask=core.supports_transparency_mask(doc), parent=qwin)
+        hello = editor_core.fetch_hello(timeout_s=5.0)  # the dialog lists what the daemon reports as installed
+        dlg = OptionsDialog(Options(), supports_mask=core.supports_transparency_mask(doc), hello=hello, parent=qwin)
+        info["refine_models"] = [dlg.refine_model.itemData(i) for i in range(dlg.refine_model.count())]
+        info["subject_models"] = [dlg.model.itemData(i) for i in range(dlg.model.count())]
         dlg.show()
         for _ in range(20):
             QApplication.processEvents()
@@ -96,16 +100,18 @@ def _run_action_through_ui(doc):
     t0 = time.perf_counter()
     Krita.instance().action("mattekit_refine_selection").trigger()
     responsive = 0
+    modality = set()
     while time.perf_counter() - t0 < 60:
         QApplication.processEvents()  # the UI thread keeps turning while the job runs
         responsive += 1
+        modality |= {str(w.windowModality()) for w in QApplication.topLevelWidgets() if isinstance(w, QProgressDialog)}
         now = doc.selection()
         if now is not None and bytes(now.pixelData(0, 0, w, h)) != before:
             break
         time.sleep(0.01)
     after = doc.selection()
     data = bytes(after.pixelData(0, 0, w, h)) if after is not None else b""
-    return {"changed": data != before and len(data) == w * h, "seconds": time.perf_counter() - t0,
+    return {"changed": data != before and len(data) == w * h, "seconds": time.perf_counter() - t0, "progress_modality": sorted(modality),
             "event_loop_turns": responsive, "soft_pixels": sum(1 for v in data if 0 < v < 255),
             "selected_before": sum(1 for v in before if v > 127), "selected_after": sum(1 for v in data if v > 127)}
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mattekit import config, imageops
+from mattekit import editor_core as C
+from mattekit import imageops
 from mattekit.client import Client, MatteError
 
 from . import roots
@@ -129,11 +130,11 @@ def load(root: Path, run: str, case: str, fname: str, dtype: str, shape: tuple[i
     return np.fromfile(root / "root" / "mk" / run / case / fname, dtype=NP[dtype]).reshape(shape)
 
 
-def bbox(mask: np.ndarray, ox: int, oy: int) -> L.Rect | None:
+def bbox(mask: np.ndarray, ox: int, oy: int) -> C.Rect | None:
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return None
-    return L.Rect(int(xs.min()) + ox, int(ys.min()) + oy, int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    return C.Rect(int(xs.min()) + ox, int(ys.min()) + oy, int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
 
 
 def _sample_png(root: Path) -> np.ndarray:
@@ -162,15 +163,18 @@ def batch(gimp_root, daemon, plugin):
     rgb8 = _sample_png(gimp_root)
     cases = [
         _case("r8_sel", "u8-non-linear", REFINE, {"output": "selection"}, select=ELLIPSE),
-        _case("r8_mask", "u8-non-linear", REFINE, {"output": "layer-mask", "band-width": 8}, select=ELLIPSE),
-        _case("r8_new", "u8-non-linear", REFINE, {"output": "new-layer", "amount": 100.0}, select=ELLIPSE),
-        _case("d8_new", "u8-non-linear", DECON, {"output": "new-layer", "amount": 60.0}, select_from="r8_sel"),
-        _case("s8", "u8-non-linear", SUBJECT, {"output": "layer-mask"}),
+        _case("r8_mask", "u8-non-linear", REFINE, {"output": "mask", "band-width": 8}, select=ELLIPSE),
+        _case("r8_new", "u8-non-linear", REFINE, {"output": "foreground", "amount": 100.0}, select=ELLIPSE),
+        _case("d8_new", "u8-non-linear", DECON, {"output": "foreground", "amount": 60.0}, select_from="r8_sel"),
+        _case("s8", "u8-non-linear", SUBJECT, {"output": "mask"}),
+        _case("s8_sel", "u8-non-linear", SUBJECT, {"output": "selection"}, select=ELLIPSE),
         _case("r8_nosel", "u8-non-linear", REFINE, {"output": "selection"}),
-        _case("r16_newmask", "u16-linear", REFINE, {"output": "new-layer-mask"}, select=ELLIPSE),
+        _case("r8_keepmask", "u8-non-linear", REFINE, {"output": "mask"}, select=ELLIPSE, premask=True),
+        _case("r8_classical", "u8-non-linear", REFINE, {"output": "selection", "model": "classical"}, select=ELLIPSE),
+        _case("r16_layer", "u16-linear", REFINE, {"output": "layer"}, select=ELLIPSE),
         _case("r16_sel", "u16-linear", REFINE, {"output": "selection"}, select=ELLIPSE),
-        _case("d16_newmask", "u16-linear", DECON, {"output": "new-layer-mask"}, select_from="r16_sel"),
-        _case("r32_mask", "float-linear", REFINE, {"output": "layer-mask"}, select=ELLIPSE),
+        _case("d16_new", "u16-linear", DECON, {"output": "foreground"}, select_from="r16_sel"),
+        _case("r32_mask", "float-linear", REFINE, {"output": "mask"}, select=ELLIPSE),
     ]
     metas = run_gimp(gimp_root, cases, name="main")
     return {"root": gimp_root, "client": daemon, "metas": metas, "cases": {c["name"]: c for c in cases}, "rgb8": rgb8}
@@ -185,20 +189,27 @@ def _inputs(b, case: str, run: str = "main"):
     (lw, lh), (ox, oy) = meta["size"], meta["offsets"]
     rgba = load(b["root"], run, case, "in_rgba.bin", pf.dtype, (lh, lw, 4))
     sel = load(b["root"], run, case, "in_selection.bin", pf.dtype, (lh, lw))
-    return meta, c, pf, rgba, sel, L.Rect(ox, oy, lw, lh)
+    return meta, c, pf, rgba, sel, C.Rect(ox, oy, lw, lh)
 
 
-def _expected_refine(b, case: str, run: str = "main"):
-    """The daemon's direct answer for what the plug-in sends: same crop, same params."""
+def _expected_refine(b, case: str, run: str = "main", op: str = "refine"):
+    """The daemon's direct answer for what the plug-in sends: the shared crop rule, the same params.
+
+    (result, rect sent, the alpha pasted into a layer-sized plane, the pixels sent). Select
+    Subject sends the selection as guidance when there is one, like Refine.
+    """
     meta, c, pf, rgba, sel, layer = _inputs(b, case, run)
     args = c["args"]
-    band = args.get("band-width", 0) or L.default_band_px(layer.width, layer.height, config.BAND_MIN_PX, config.BAND_FRACTION)
-    rect = L.work_rect(layer, bbox(sel, layer.x, layer.y), band)
+    band = C.resolve_band_px(args.get("band-width", 0), layer.width, layer.height)
+    box = bbox(sel, layer.x, layer.y)
+    rect = C.work_rect(layer, box, band)
     loc = rect.translate(-layer.x, -layer.y)
     crop = np.ascontiguousarray(rgba[loc.y:loc.y2, loc.x:loc.x2])
-    guide = np.ascontiguousarray(sel[loc.y:loc.y2, loc.x:loc.x2])
-    params = L.job_params("refine", model=args.get("model", "auto"), band_px=band, amount_percent=args.get("amount", 100.0), output=args["output"])
-    res = b["client"].run_job("refine", {"image": (crop, "RGBA", pf.transfer), "guidance": (guide, "Y", "srgb")}, params)
+    inputs = {"image": (crop, "RGBA", pf.transfer)}
+    if box is not None:
+        inputs["guidance"] = (np.ascontiguousarray(sel[loc.y:loc.y2, loc.x:loc.x2]), "Y", "srgb")
+    params = C.job_params(op, model=args.get("model", "auto"), band_px=band, amount_percent=args.get("amount", 100.0), output=args["output"])
+    res = b["client"].run_job(op, inputs, params)
     full = np.zeros((layer.height, layer.width), NP[pf.dtype])
     full[loc.y:loc.y2, loc.x:loc.x2] = res.alpha
     return res, rect, full, crop
@@ -253,54 +264,84 @@ def test_refine_to_new_layer_equals_daemon(batch):
     np.testing.assert_array_equal(got, res.foreground)
 
 
-def test_refine_to_new_layer_with_mask_16bit(batch):
-    meta = batch["metas"]["r16_newmask"]
+def test_refine_to_new_cut_out_layer_16bit(batch):
+    meta = batch["metas"]["r16_layer"]
     assert meta["status"] == "success", meta
-    res, rect, _, crop = _expected_refine(batch, "r16_newmask")
-    assert meta["new_layer"]["has_mask"] and meta["new_layer"]["offsets"] == [rect.x, rect.y]
-    h, w = rect.height, rect.width
-    got = load(batch["root"], "main", "r16_newmask", "new_rgba.bin", "u16", (h, w, 4))
-    mask = load(batch["root"], "main", "r16_newmask", "new_mask.bin", "u16", (h, w))
-    np.testing.assert_array_equal(got[..., :3], res.foreground[..., :3])  # decontaminated colours, 16 bits kept
-    np.testing.assert_array_equal(got[..., 3], crop[..., 3])  # the layer's own alpha
-    np.testing.assert_array_equal(mask, res.alpha)  # the matte as the mask
-    assert len(np.unique(mask)) > 256  # more levels than 8 bits could carry
+    res, rect, _, crop = _expected_refine(batch, "r16_layer")
+    nl = meta["new_layer"]
+    assert nl["offsets"] == [rect.x, rect.y] and nl["size"] == [rect.width, rect.height] and not nl["has_mask"]
+    got = load(batch["root"], "main", "r16_layer", "new_rgba.bin", "u16", (rect.height, rect.width, 4))
+    np.testing.assert_array_equal(got[..., :3], crop[..., :3])  # the original colours, 16 bits kept
+    hi = 65535
+    np.testing.assert_array_equal(got[..., 3], (crop[..., 3].astype(np.int64) * res.alpha + hi // 2) // hi)  # own alpha x matte
+    assert len(np.unique(got[..., 3])) > 256  # more levels than 8 bits could carry
 
 
-@pytest.mark.parametrize("case,dtype", [("d8_new", "u8"), ("d16_newmask", "u16")])
+def test_mask_output_keeps_an_existing_layer_mask(batch):
+    """The layer had a (white) mask: it stays as it was; the matte goes on a new copy of the layer."""
+    meta = batch["metas"]["r8_keepmask"]
+    assert meta["status"] == "success", meta
+    res, rect, _, crop = _expected_refine(batch, "r8_keepmask")
+    _, _, pf, _, _, layer = _inputs(batch, "r8_keepmask")
+    own = load(batch["root"], "main", "r8_keepmask", "out_mask.bin", "u8", (layer.height, layer.width))
+    assert (own == 255).all()  # untouched
+    nl = meta["new_layer"]
+    assert nl["has_mask"] and nl["offsets"] == [rect.x, rect.y] and meta["n_layers"] == [1, 2]
+    np.testing.assert_array_equal(load(batch["root"], "main", "r8_keepmask", "new_rgba.bin", "u8", (rect.height, rect.width, 4)), crop)
+    np.testing.assert_array_equal(load(batch["root"], "main", "r8_keepmask", "new_mask.bin", "u8", (rect.height, rect.width)), res.alpha)
+
+
+@pytest.mark.parametrize("case,dtype", [("d8_new", "u8"), ("d16_new", "u16")])
 def test_decontaminate_equals_daemon(batch, case, dtype):
     meta = batch["metas"][case]
     assert meta["status"] == "success", meta
     _, c, pf, rgba, sel, layer = _inputs(batch, case)
     assert sel.any()  # the selection made from the earlier refine is the matte
-    params = L.job_params("decontaminate", model="auto", band_px=0, amount_percent=c["args"].get("amount", 100.0), output=c["args"]["output"])
-    res = batch["client"].run_job("decontaminate", {"image": (rgba, "RGBA", pf.transfer), "alpha": (sel, "Y", "srgb")}, params)
-    got = load(batch["root"], "main", case, "new_rgba.bin", dtype, (layer.height, layer.width, 4))
-    assert meta["new_layer"]["offsets"] == [layer.x, layer.y]
-    if c["args"]["output"] == "new-layer":
-        np.testing.assert_array_equal(got, res.foreground)
-    else:
-        np.testing.assert_array_equal(got[..., :3], res.foreground[..., :3])
-        np.testing.assert_array_equal(got[..., 3], rgba[..., 3])
-        mask = load(batch["root"], "main", case, "new_mask.bin", dtype, (layer.height, layer.width))
-        np.testing.assert_array_equal(mask, sel)
-    edge = (sel > 0) & (sel < np.iinfo(sel.dtype).max)
-    assert edge.any() and not np.array_equal(got[..., :3][edge], rgba[..., :3][edge])  # edge colours changed
+    band = C.resolve_band_px(0, layer.width, layer.height)
+    rect = C.work_rect(layer, bbox(sel, layer.x, layer.y), band)  # cropped like every op
+    assert meta["timings"][0]["rect"] == [rect.x, rect.y, rect.width, rect.height]
+    loc = rect.translate(-layer.x, -layer.y)
+    crop, matte = (np.ascontiguousarray(a[loc.y:loc.y2, loc.x:loc.x2]) for a in (rgba, sel))
+    params = C.job_params("decontaminate", model="auto", band_px=band, amount_percent=c["args"].get("amount", 100.0), output="foreground")
+    res = batch["client"].run_job("decontaminate", {"image": (crop, "RGBA", pf.transfer), "alpha": (matte, "Y", "srgb")}, params)
+    got = load(batch["root"], "main", case, "new_rgba.bin", dtype, (rect.height, rect.width, 4))
+    assert meta["new_layer"]["offsets"] == [rect.x, rect.y] and not meta["new_layer"]["has_mask"]
+    np.testing.assert_array_equal(got, res.foreground)
+    edge = (matte > 0) & (matte < np.iinfo(matte.dtype).max)
+    assert edge.any() and not np.array_equal(got[..., :3][edge], crop[..., :3][edge])  # edge colours changed
 
 
-def test_select_subject_matches_daemon_answer(batch):
-    meta = batch["metas"]["s8"]
-    _, _, pf, rgba, _, layer = _inputs(batch, "s8")
-    params = L.job_params("select_subject", model="auto", band_px=0, amount_percent=100, output="layer-mask")
+@pytest.mark.parametrize("case", ["s8", "s8_sel"])
+def test_select_subject_matches_daemon_answer(batch, case):
+    """Without a selection: the whole layer. With one: its box plus margin, the selection as guidance (as in Krita)."""
+    meta = batch["metas"][case]
+    _, _, pf, _, sel, layer = _inputs(batch, case)
     try:
-        res = batch["client"].run_job("select_subject", {"image": (rgba, "RGBA", "srgb")}, params)
+        res, rect, full, _ = _expected_refine(batch, case, op="select_subject")
     except MatteError as exc:  # no subject model installed: the plug-in must fail with the daemon's message
         assert meta["status"] == "execution-error", meta
         assert exc.message in meta["message"] and meta["message"].startswith("mattekit:")
         return
     assert meta["status"] == "success", meta
-    got = load(batch["root"], "main", "s8", "out_mask.bin", pf.dtype, (layer.height, layer.width))
-    np.testing.assert_array_equal(got, res.alpha)
+    assert meta["timings"][0]["rect"] == [rect.x, rect.y, rect.width, rect.height]
+    if case == "s8":
+        assert rect == layer
+        got = load(batch["root"], "main", case, "out_mask.bin", pf.dtype, (layer.height, layer.width))
+    else:
+        assert rect != layer and rect.intersect(layer) == rect
+        got = load(batch["root"], "main", case, "out_selection.bin", pf.dtype, (layer.height, layer.width))
+    np.testing.assert_array_equal(got, full)
+
+
+def test_refine_with_a_model_the_daemon_lists(batch):
+    """The model choice offers what the daemon reports as installed (here the classical solve), and the job uses it."""
+    meta = batch["metas"]["r8_classical"]
+    assert meta["status"] == "success", meta
+    t = meta["timings"][0]
+    assert t["params"]["model"] == "classical" and t["model"] == "classical"
+    res, _, full, _ = _expected_refine(batch, "r8_classical")
+    _, _, pf, _, _, layer = _inputs(batch, "r8_classical")
+    np.testing.assert_array_equal(load(batch["root"], "main", "r8_classical", "out_selection.bin", pf.dtype, (layer.height, layer.width)), full)
 
 
 def test_refine_without_selection_is_an_error(batch):
@@ -334,7 +375,7 @@ def test_timing_12mp(batch, capsys):
         {"name": "big_refine", "file": "/root/mk/big.png", "precision": "u8-non-linear", "procedure": REFINE,
          "args": {"output": "selection"}, "select": [990, 480, 2020, 2040]},
         {"name": "big_decon", "file": "/root/mk/big.png", "precision": "u8-non-linear", "procedure": DECON,
-         "args": {"output": "new-layer"}, "select_from": "big_refine"},
+         "args": {"output": "foreground"}, "select_from": "big_refine"},
     ]
     metas = run_gimp(batch["root"], cases, name="bench")
     lines = (batch["root"] / "root" / "mk" / "bench" / "timings.jsonl").read_text().splitlines()

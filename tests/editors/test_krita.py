@@ -82,8 +82,10 @@ H, W = 96, 128
 RGB, TRUE_ALPHA, SEL = scene(H, W)
 PARTIAL = np.where(np.arange(W)[None, :] < W // 4, 0.5, 1.0).astype(np.float32) * np.ones((H, 1), np.float32)
 OPAQUE = np.ones((H, W), np.float32)
+SMALL_SEL = np.zeros((H, W), np.uint8)
+SMALL_SEL[8:30, 6:34] = 255  # a small box in a corner: the crop (box + margin) is smaller than the canvas
 
-#: name -> (depth, profile ("" = Krita's default for the depth), linear, layer alpha, selection?, action, options, transport)
+#: name -> (depth, profile ("" = Krita's default for the depth), linear, layer alpha, selection (True: SEL, or an array, or False), action, options, transport)
 CASES = {
     "u8_refine_selection": ("U8", "", False, OPAQUE, True, "refine", {}, "auto"),
     "u8_refine_layer_zmtp": ("U8", "", False, PARTIAL, True, "refine", {"output": "layer", "band_px": 12}, "zmtp"),
@@ -94,6 +96,9 @@ CASES = {
     "u16_srgb_subject": ("U16", "sRGB-elle-V2-srgbtrc.icc", False, OPAQUE, False, "select_subject", {"model": "auto"}, "auto"),
     "f32_linear_decontaminate_layer_alpha": ("F32", "", True, TRUE_ALPHA, False, "decontaminate", {"amount": 100}, "zmtp"),
     "f16_linear_refine_foreground": ("F16", "", True, OPAQUE, True, "refine", {"output": "foreground", "amount": 50}, "auto"),
+    "u8_refine_crop": ("U8", "", False, OPAQUE, SMALL_SEL, "refine", {}, "auto"),
+    "u8_subject_in_selection": ("U8", "", False, OPAQUE, SMALL_SEL, "select_subject", {}, "auto"),
+    "u8_refine_classical": ("U8", "", False, OPAQUE, True, "refine", {"refine_model": "classical"}, "auto"),
 }
 DTYPES = {"U8": np.uint8, "U16": np.dtype("<u2"), "F16": np.dtype("<f2"), "F32": np.dtype("<f4")}
 
@@ -189,9 +194,9 @@ def krita(daemon, pykrita, tmp_path_factory):
         px = out / f"{name}.pixels"
         to_krita(RGB, layer_alpha, depth, linear).tofile(px)
         sel = None
-        if with_sel:
+        if with_sel is not False:
             sel = out / f"{name}.sel"
-            SEL.tofile(sel)
+            (SEL if with_sel is True else with_sel).tofile(sel)
         cases.append({"name": name, "width": W, "height": H, "depth": depth, "profile": profile, "pixels": str(px),
                       "selection": str(sel) if sel else None, "action": action, "options": options, "transport": transport})
     return run_krita(daemon, pykrita, cases, out)
@@ -316,6 +321,55 @@ def test_f32_linear_decontaminate_uses_layer_alpha(krita, client):
     np.testing.assert_allclose(got[vis], want[vis], atol=1e-6)
 
 
+def _crop_of(sel: np.ndarray):
+    from mattekit import editor_core as C
+
+    ys, xs = np.nonzero(sel)
+    box = C.Rect(int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    band = C.resolve_band_px(None, W, H)
+    return C.work_rect(C.Rect(0, 0, W, H), box, band), band
+
+
+def test_refine_sends_only_the_selection_box_plus_margin(krita, client):
+    info = ok(krita["u8_refine_crop"])
+    rect, band = _crop_of(SMALL_SEL)
+    assert info["rect"] == [rect.x, rect.y, rect.width, rect.height] and (rect.width, rect.height) != (W, H)
+    assert info["params"]["band_px"] == band  # fixed from the whole canvas
+    img, order, transfer = case_input("u8_refine_crop")
+    crop = np.ascontiguousarray(img[rect.y:rect.y2, rect.x:rect.x2])
+    guide = np.ascontiguousarray(SMALL_SEL[rect.y:rect.y2, rect.x:rect.x2])
+    want = np.zeros((H, W), np.uint8)
+    want[rect.y:rect.y2, rect.x:rect.x2] = client.refine(crop, guide, order=order, transfer=transfer, band_px=band, alpha_dtype="u8").alpha
+    np.testing.assert_array_equal(np.frombuffer(info["data"], np.uint8).reshape(H, W), want)
+
+
+def test_select_subject_stays_inside_the_selection(krita, client):
+    from mattekit.client import MatteError
+
+    info = krita["u8_subject_in_selection"]
+    rect, band = _crop_of(SMALL_SEL)
+    img, order, transfer = case_input("u8_subject_in_selection")
+    crop = np.ascontiguousarray(img[rect.y:rect.y2, rect.x:rect.x2])
+    guide = np.ascontiguousarray(SMALL_SEL[rect.y:rect.y2, rect.x:rect.x2])
+    try:
+        res = client.run_job("select_subject", {"image": (crop, order, transfer), "guidance": (guide, "Y", "srgb")},
+                             {"band_px": band, "alpha_dtype": "u8", "outputs": ["alpha"]})
+    except MatteError as exc:
+        assert not info["ok"] and info["code"] == exc.code
+        return
+    ok(info)
+    assert info["rect"] == [rect.x, rect.y, rect.width, rect.height]
+    want = np.zeros((H, W), np.uint8)
+    want[rect.y:rect.y2, rect.x:rect.x2] = res.alpha
+    np.testing.assert_array_equal(np.frombuffer(info["data"], np.uint8).reshape(H, W), want)
+
+
+def test_refine_uses_the_chosen_installed_model(krita, client):
+    info = ok(krita["u8_refine_classical"])
+    assert info["params"]["model"] == "classical" and info["model"] == "classical"
+    assert "classical" in [k for k, _ in __import__("mattekit.editor_core", fromlist=["x"]).model_choices("refine", client.hello())]
+
+
 def test_f16_refine_with_foreground_output(krita, client):
     info = ok(krita["f16_linear_refine_foreground"])
     assert info["output"] == "foreground" and info["depth"] == "F16"
@@ -402,7 +456,11 @@ def test_gui_menus_shortcuts_and_dialog(daemon, tmp_path):
     run = info["action_run"]  # the real UI path: action -> QThread -> progress -> selection written
     assert run["changed"] and run["soft_pixels"] > 0 and run["selected_after"] < run["selected_before"], run
     assert run["event_loop_turns"] > 5  # the UI thread was not blocked while the daemon worked
-    assert json.loads(info["edited"]) == {"model": "portrait", "band_px": 24, "amount": 35, "output": "foreground"}
+    # The progress dialog leaves the canvas usable: it is there, and not (window-)modal.
+    assert run["progress_modality"] and all(m.split(".")[-1] in ("NonModal", "0") for m in run["progress_modality"]), run
+    assert info["refine_models"][:4] == ["auto", "portrait", "general", "classical"]  # what the daemon reports, after the base
+    assert info["subject_models"][:3] == ["auto", "portrait", "general"]
+    assert json.loads(info["edited"]) == {"model": "portrait", "refine_model": "auto", "band_px": 24, "amount": 35, "output": "foreground"}
     for name in ("dialog", "menu"):
         png = out / f"{name}.png"
         assert png.stat().st_size > 2000

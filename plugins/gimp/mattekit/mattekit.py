@@ -10,10 +10,13 @@
 #
 #   The matting runs in the local mattekit daemon (`mattekit serve`); this plug-in
 #   reads pixels and the selection, sends them, shows progress and writes the answer
-#   back at the image's own precision. Logic that needs no GIMP is in mattekit_logic.
+#   back at the image's own precision. Every rule both plug-ins share (crop, band,
+#   outputs, models, job parameters, texts) is in mattekit_bridge.editor_core; the
+#   Babl formats are in mattekit_logic; this file holds only GIMP API calls.
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -26,7 +29,7 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mattekit_logic as L  # noqa: E402
-from mattekit_bridge import config as bridge_config  # noqa: E402
+from mattekit_bridge import editor_core as C  # noqa: E402
 from mattekit_bridge import protocol as P  # noqa: E402
 from mattekit_bridge.editor_client import EditorClient, EditorError, start_daemon, warnings_text  # noqa: E402
 
@@ -72,12 +75,12 @@ def _write(drawable, rect, fmt, data):
 def _selection_bounds(image):
     ret = tuple(Gimp.Selection.bounds(image))
     non_empty, x1, y1, x2, y2 = ret[-5:]
-    return L.Rect(x1, y1, x2 - x1, y2 - y1) if non_empty else None
+    return C.Rect(x1, y1, x2 - x1, y2 - y1) if non_empty else None
 
 
 def _layer_rect(layer):
     x, y = _pair(layer.get_offsets())
-    return L.Rect(x, y, layer.get_width(), layer.get_height())
+    return C.Rect(x, y, layer.get_width(), layer.get_height())
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -105,22 +108,49 @@ def _ask_to_start(message):
     return start_daemon()
 
 
+class _Terminated(BaseException):
+    """Raised in the plug-in when it is asked to stop mid-job, so the client cancels the daemon's job."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
 def _run_job(op, inputs, params, run_mode):
-    """Send one job with GIMP progress; on a missing daemon, offer to start it (interactive)."""
+    """Send one job with GIMP progress; on a missing daemon, offer to start it (interactive).
+
+    Cancel: GIMP's progress Cancel ends the plug-in process (gimp_plug_in_close), so there
+    is no callback to poll. A plug-in stopped by a signal cancels the job itself (run_job
+    sends ``cancel`` on any exception); one killed outright closes its connection, and the
+    daemon cancels the jobs of a client that went away (daemon._peer_gone).
+    """
     def progress(stage, fraction, header):
-        Gimp.progress_set_text(L.progress_text(stage, header.get("model")))
+        Gimp.progress_set_text(C.progress_text(stage, header.get("model")))
         Gimp.progress_update(max(0.0, min(1.0, fraction)))
 
-    for attempt in (0, 1):
-        client = _client()
-        try:
-            return client.run_job(op, inputs, params, progress=progress)
-        except EditorError as exc:
-            if exc.code == P.E_UNAVAILABLE and attempt == 0 and run_mode == Gimp.RunMode.INTERACTIVE and _ask_to_start(exc.message):
-                continue
-            raise
-        finally:
-            client.close()
+    old = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        for attempt in (0, 1):
+            client = _client()
+            try:
+                return client.run_job(op, inputs, params, progress=progress)
+            except EditorError as exc:
+                if exc.code == P.E_UNAVAILABLE and attempt == 0 and run_mode == Gimp.RunMode.INTERACTIVE and _ask_to_start(exc.message):
+                    continue
+                raise
+            finally:
+                client.close()
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+_HELLO = []  # the daemon's hello, asked once per plug-in process (the model lists)
+
+
+def _daemon_hello():
+    if not _HELLO:
+        _HELLO.append(C.fetch_hello(transport=os.environ.get("MATTEKIT_TRANSPORT", "auto")))
+    return _HELLO[0]
 
 
 def _log_timing(entry):
@@ -138,30 +168,26 @@ def _new_layer(image, source, name, rect, fmt, rgba):
     layer = Gimp.Layer.new(image, name, rect.width, rect.height, kind, 100.0, Gimp.LayerMode.NORMAL)
     image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
     layer.set_offsets(rect.x, rect.y)
-    _write(layer, L.Rect(0, 0, rect.width, rect.height), fmt, rgba)
+    _write(layer, C.Rect(0, 0, rect.width, rect.height), fmt, rgba)
     return layer
 
 
-def _set_mask(layer, layer_rect, rect, pf, alpha):
-    """Make ``alpha`` (covering ``rect``, image coordinates) the layer's mask; zero elsewhere."""
-    mask = layer.get_mask()
-    if mask is None:
-        mask = layer.create_mask(Gimp.AddMaskType.BLACK)
-        layer.add_mask(mask)
-    elif rect != layer_rect:
-        _write(mask, L.Rect(0, 0, layer_rect.width, layer_rect.height), pf.mask, bytes(layer_rect.width * layer_rect.height * pf.itemsize))
+def _add_mask(layer, layer_rect, rect, pf, alpha):
+    """Give ``layer`` (which has no mask) the mask ``alpha`` covering ``rect`` (image coordinates); zero elsewhere."""
+    mask = layer.create_mask(Gimp.AddMaskType.BLACK)
+    layer.add_mask(mask)
     _write(mask, rect.translate(-layer_rect.x, -layer_rect.y), pf.mask, alpha)
     return mask
 
 
 def _set_selection(image, rect, pf, alpha):
     """Replace the selection by ``alpha`` covering ``rect`` (image coordinates)."""
-    inside = rect.intersect(L.Rect(0, 0, image.get_width(), image.get_height()))
+    inside = rect.intersect(C.Rect(0, 0, image.get_width(), image.get_height()))
     if inside.empty:
         Gimp.Selection.none(image)
         return
     if inside != rect:
-        alpha = L.crop_plane(alpha, rect.width, inside.translate(-rect.x, -rect.y), 1, pf.itemsize)
+        alpha = C.crop_plane(alpha, rect.width, inside.translate(-rect.x, -rect.y), 1, pf.itemsize)
     channel = Gimp.Channel.new(image, "mattekit", image.get_width(), image.get_height(), 100.0, Gegl.Color.new("black"))
     image.insert_channel(channel, None, 0)
     _write(channel, inside, pf.channel, alpha)
@@ -169,13 +195,78 @@ def _set_selection(image, rect, pf, alpha):
     image.remove_channel(channel)
 
 
+def _apply(image, layer, layer_rect, rect, fmt, output, rgba, buffers, name):
+    """Write the result for ``output`` (the shared vocabulary). The source layer and its mask are never overwritten."""
+    if output == "foreground":
+        return _new_layer(image, layer, name, rect, fmt.rgba, bytes(buffers["foreground"][1]))
+    alpha = bytes(buffers["alpha"][1])
+    if output == "selection":
+        _set_selection(image, rect, fmt, alpha)
+    elif output == "layer":
+        _new_layer(image, layer, name, rect, fmt.rgba, C.cutout_pixels(rgba, fmt.dtype, alpha, fmt.dtype))
+    elif layer.get_mask() is None:  # "mask" on a layer without one: the layer's pixels stay as they are
+        _add_mask(layer, layer_rect, rect, fmt, alpha)
+    else:  # "mask" on a layer that has one: keep it, and put the matte on a copy of the pixels
+        copy = _new_layer(image, layer, name, rect, fmt.rgba, rgba)
+        _add_mask(copy, rect, rect, fmt, alpha)
+    return None
+
+
 # --------------------------------------------------------------------------- actions
 
 
 def _source_layer(procedure, drawables):
     if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
-        return None, _error(procedure, "mattekit works on one layer: select a single layer (not a mask or channel).", Gimp.PDBStatusType.CALLING_ERROR)
+        return None, _error(procedure, C.MESSAGES["one_layer"], Gimp.PDBStatusType.CALLING_ERROR)
     return drawables[0], None
+
+
+def _job(procedure, run_mode, image, layer, op, params, fmt, band_px):
+    """Crop to the selection's box plus margin (every op), read, run. (rect, rgba, matte source, header, buffers) or an error."""
+    layer_rect = _layer_rect(layer)
+    sel = _selection_bounds(image)
+    if op == "refine" and sel is None:
+        return _error(procedure, C.MESSAGES["refine_needs_selection"])
+    rect = C.work_rect(layer_rect, sel, band_px)
+    if rect.empty:
+        return _error(procedure, C.MESSAGES["selection_misses_layer"])
+    local = rect.translate(-layer_rect.x, -layer_rect.y)
+    rgba = _read(layer.get_buffer(), local, fmt.rgba)
+    image_spec = P.BufferSpec("image", rect.width, rect.height, fmt.dtype, "RGBA", fmt.transfer)
+    selection = _read(image.get_selection().get_buffer(), rect, fmt.mask) if sel is not None else None
+    if selection is not None and C.is_all_zero(selection):
+        if op != "decontaminate":
+            return _error(procedure, C.MESSAGES["selection_misses_layer"])
+        selection, rect, local = None, layer_rect, C.Rect(0, 0, layer_rect.width, layer_rect.height)  # no matte there: as if none
+        rgba = _read(layer.get_buffer(), local, fmt.rgba)
+        image_spec = P.BufferSpec("image", rect.width, rect.height, fmt.dtype, "RGBA", fmt.transfer)
+    source = None
+    if op == "decontaminate":
+        try:
+            source = C.decontaminate_matte_source(selection is not None, layer.get_mask() is not None, layer.has_alpha())
+        except C.PluginError as exc:
+            return _error(procedure, str(exc))
+        if source == "mask":
+            matte = _read(layer.get_mask().get_buffer(), local, fmt.mask)
+        elif source == "alpha":
+            matte = C.extract_channel(rgba, fmt.itemsize)
+        else:
+            matte = selection
+        # When the matte *is* the layer's alpha, send opaque pixels so the daemon does not multiply it in twice.
+        sent = C.fill_channel(rgba, fmt.itemsize, C.one_value(fmt.dtype)) if source == "alpha" else rgba
+        inputs = [(image_spec, sent), (P.BufferSpec("alpha", rect.width, rect.height, fmt.dtype, "Y", "srgb"), matte)]
+    else:
+        inputs = [(image_spec, rgba)]
+        if selection is not None:  # Refine's guidance; Select Subject stays inside it
+            inputs.append((P.BufferSpec("guidance", rect.width, rect.height, fmt.dtype, "Y", "srgb"), selection))
+    Gimp.progress_init(f"{C.TITLES[op]}: {C.progress_text('sending')}")
+    t_read = time.perf_counter()
+    try:
+        header, buffers = _run_job(op, inputs, params, run_mode)
+    except EditorError as exc:
+        Gimp.progress_end()
+        return _error(procedure, f"mattekit: {C.error_text(exc.code, exc.message)}")
+    return rect, rgba, source, header, buffers, t_read
 
 
 def matte_action(procedure, run_mode, image, drawables, config, op):
@@ -184,58 +275,25 @@ def matte_action(procedure, run_mode, image, drawables, config, op):
     if err:
         return err
     t0 = time.perf_counter()
-    output = config.get_property("output")
-    model = config.get_property("model")
-    band = config.get_property("band-width")
-    amount = config.get_property("amount")
+    try:
+        output = C.normalize_output(config.get_property("output"))
+    except C.PluginError as exc:
+        return _error(procedure, str(exc), Gimp.PDBStatusType.CALLING_ERROR)
     fmt = L.pixel_format(image.get_precision().value_nick)
     layer_rect = _layer_rect(layer)
-    sel = _selection_bounds(image)
-    if op == "refine" and sel is None:
-        return _error(procedure, "Refine Selection needs a rough selection around the subject: make one first.")
-    auto_band = L.default_band_px(layer_rect.width, layer_rect.height, bridge_config.BAND_MIN_PX, bridge_config.BAND_FRACTION)
-    if op == "refine":
-        band = band or auto_band  # fixed from the whole layer, so cropping does not change it
-        rect = L.work_rect(layer_rect, sel, band)
-        if rect.empty:
-            return _error(procedure, "The selection does not touch the active layer.")
-    else:
-        rect = layer_rect
-    params = L.job_params(op, model=model, band_px=band, amount_percent=amount, output=output)
-
-    Gimp.progress_init("Refining the selection" if op == "refine" else "Selecting the subject")
-    local = rect.translate(-layer_rect.x, -layer_rect.y)
-    rgba = _read(layer.get_buffer(), local, fmt.rgba)
-    inputs = [(P.BufferSpec("image", rect.width, rect.height, fmt.dtype, "RGBA", fmt.transfer), rgba)]
-    if op == "refine":
-        guidance = _read(image.get_selection().get_buffer(), rect, fmt.mask)
-        if L.is_all_zero(guidance):
-            return _error(procedure, "The selection does not touch the active layer.")
-        inputs.append((P.BufferSpec("guidance", rect.width, rect.height, fmt.dtype, "Y", "srgb"), guidance))
-    t_read = time.perf_counter()
+    band_px = C.resolve_band_px(config.get_property("band-width"), layer_rect.width, layer_rect.height)
     try:
-        header, buffers = _run_job("refine" if op == "refine" else "select_subject", inputs, params, run_mode)
-    except EditorError as exc:
-        Gimp.progress_end()
-        return _error(procedure, f"mattekit: {exc.message}")
+        params = C.job_params(op, model=config.get_property("model"), band_px=band_px, amount_percent=config.get_property("amount"), output=output)
+    except C.PluginError as exc:
+        return _error(procedure, str(exc), Gimp.PDBStatusType.CALLING_ERROR)
+    got = _job(procedure, run_mode, image, layer, op, params, fmt, band_px)
+    if not isinstance(got, tuple):
+        return got
+    rect, rgba, _, header, buffers, t_read = got
     t_daemon = time.perf_counter()
-
     image.undo_group_start()
     try:
-        alpha = bytes(buffers["alpha"][1])
-        if output == "selection":
-            _set_selection(image, rect, fmt, alpha)
-        elif output == "layer-mask":
-            _set_mask(layer, layer_rect, rect, fmt, alpha)
-        else:
-            fg = bytes(buffers["foreground"][1])
-            name = f"{layer.get_name()} (mattekit)"
-            if output == "new-layer":
-                _new_layer(image, layer, name, rect, fmt.rgba, fg)
-            else:  # new-layer-mask: decontaminated colours, the layer's own alpha, the matte as mask
-                own = L.alpha_plane(rgba, fmt.itemsize)
-                new = _new_layer(image, layer, name, rect, fmt.rgba, L.replace_alpha(fg, own, fmt.itemsize))
-                _set_mask(new, rect, rect, fmt, alpha)
+        _apply(image, layer, layer_rect, rect, fmt, output, rgba, buffers, f"{layer.get_name()} (mattekit)")
     finally:
         image.undo_group_end()
     Gimp.progress_end()
@@ -244,7 +302,7 @@ def matte_action(procedure, run_mode, image, drawables, config, op):
         Gimp.message(warnings_text(header))
     _log_timing({"op": op, "rect": [rect.x, rect.y, rect.width, rect.height], "pixels": rect.width * rect.height, "read_s": t_read - t0, "job_s": t_daemon - t_read,
                  "write_s": time.perf_counter() - t_daemon, "total_s": time.perf_counter() - t0,
-                 "daemon": header.get("timings", {}), "model": header.get("model")})
+                 "daemon": header.get("timings", {}), "model": header.get("model"), "params": params})
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 
@@ -253,59 +311,25 @@ def decontaminate_action(procedure, run_mode, image, drawables, config):
     if err:
         return err
     t0 = time.perf_counter()
-    output = config.get_property("output")
-    amount = config.get_property("amount")
     fmt = L.pixel_format(image.get_precision().value_nick)
-    rect = _layer_rect(layer)
-    local = L.Rect(0, 0, rect.width, rect.height)
-    Gimp.progress_init("Decontaminating edge colours")
-    rgba = _read(layer.get_buffer(), local, fmt.rgba)
-    # The matte: the selection, else the layer mask, else the layer's own alpha.
-    source = "selection"
-    alpha = None
-    if _selection_bounds(image) is not None:
-        alpha = _read(image.get_selection().get_buffer(), rect, fmt.mask)
-    if alpha is None or L.is_all_zero(alpha):
-        mask = layer.get_mask()
-        if mask is not None:
-            alpha, source = _read(mask.get_buffer(), local, fmt.mask), "mask"
-        elif layer.has_alpha():
-            alpha, source = L.alpha_plane(rgba, fmt.itemsize), "alpha"
-        else:
-            Gimp.progress_end()
-            return _error(procedure, "Decontaminate needs a matte: a selection, a layer mask, or a layer with transparency.")
-    # When the matte *is* the layer's alpha, send opaque pixels so the daemon does not multiply it in twice.
-    image_bytes = L.fill_opaque_alpha(rgba, fmt.itemsize, L.one_value(fmt.dtype)) if source == "alpha" else rgba
-    inputs = [
-        (P.BufferSpec("image", rect.width, rect.height, fmt.dtype, "RGBA", fmt.transfer), image_bytes),
-        (P.BufferSpec("alpha", rect.width, rect.height, fmt.dtype, "Y", "srgb"), alpha),
-    ]
-    params = L.job_params("decontaminate", model="auto", band_px=0, amount_percent=amount, output=output)
-    t_read = time.perf_counter()
-    try:
-        header, buffers = _run_job("decontaminate", inputs, params, run_mode)
-    except EditorError as exc:
-        Gimp.progress_end()
-        return _error(procedure, f"mattekit: {exc.message}")
+    layer_rect = _layer_rect(layer)
+    band_px = C.resolve_band_px(0, layer_rect.width, layer_rect.height)  # only sizes the crop's margin
+    params = C.job_params("decontaminate", model="auto", band_px=band_px, amount_percent=config.get_property("amount"), output="foreground")
+    got = _job(procedure, run_mode, image, layer, "decontaminate", params, fmt, band_px)
+    if not isinstance(got, tuple):
+        return got
+    rect, rgba, source, header, buffers, t_read = got
     t_daemon = time.perf_counter()
-    fg = bytes(buffers["foreground"][1])
     image.undo_group_start()
     try:
-        name = f"{layer.get_name()} (decontaminated)"
-        if output == "new-layer":
-            _new_layer(image, layer, name, rect, fmt.rgba, fg)
-        else:
-            own = L.alpha_plane(rgba, fmt.itemsize) if source != "alpha" else None
-            colours = L.replace_alpha(fg, own, fmt.itemsize) if own else L.fill_opaque_alpha(fg, fmt.itemsize, L.one_value(fmt.dtype))
-            new = _new_layer(image, layer, name, rect, fmt.rgba, colours)
-            _set_mask(new, rect, rect, fmt, alpha)
+        _apply(image, layer, layer_rect, rect, fmt, "foreground", rgba, buffers, f"{layer.get_name()} (decontaminated)")
     finally:
         image.undo_group_end()
     Gimp.progress_end()
     Gimp.displays_flush()
-    _log_timing({"op": "decontaminate", "pixels": rect.width * rect.height, "read_s": t_read - t0, "job_s": t_daemon - t_read,
-                 "write_s": time.perf_counter() - t_daemon, "total_s": time.perf_counter() - t0,
-                 "daemon": header.get("timings", {}), "alpha_source": source})
+    _log_timing({"op": "decontaminate", "rect": [rect.x, rect.y, rect.width, rect.height], "pixels": rect.width * rect.height, "read_s": t_read - t0,
+                 "job_s": t_daemon - t_read, "write_s": time.perf_counter() - t_daemon, "total_s": time.perf_counter() - t0,
+                 "daemon": header.get("timings", {}), "alpha_source": source, "params": params})
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 
@@ -352,13 +376,16 @@ class MatteKit(Gimp.PlugIn):
                 name,
             )
         if name != PROC_DECONTAMINATE:
-            procedure.add_choice_argument("model", "_Model", "Subject model", _choice(L.MODELS), "auto", _RW)
+            op = "refine" if name == PROC_REFINE else "select_subject"
+            # auto / portrait / general, then what the daemon reports as installed for this op.
+            models = dict(C.model_choices(op, _daemon_hello()))
+            procedure.add_choice_argument("model", "_Model", "Which model finds the subject or solves the edge", _choice(models), "auto", _RW)
             procedure.add_int_argument("band-width", "Edge _band width", "Width of the uncertain edge band in pixels (0 = automatic)",
                                        0, 1024, 0, _RW)
         procedure.add_double_argument("amount", "Decontaminate _amount", "How much background colour to remove from edges (%)",
                                       0.0, 100.0, 100.0, _RW)
         outputs = L.OUTPUTS if name != PROC_DECONTAMINATE else L.DECONTAMINATE_OUTPUTS
-        default = {PROC_SELECT: "selection", PROC_REFINE: "selection"}.get(name, "new-layer")
+        default = {PROC_SELECT: "selection", PROC_REFINE: "selection"}.get(name, "foreground")
         procedure.add_choice_argument("output", "Out_put", "Where the result goes", _choice(outputs), default, _RW)
         return procedure
 

@@ -46,14 +46,32 @@ def read_pixels(node: Any, x: int, y: int, w: int, h: int) -> bytes:
 
 
 def read_request(doc: Any, node: Any, action: str, options: Options) -> Tuple[Request, bytes]:
-    """Read what ``action`` needs from ``doc``/``node`` and build the daemon request."""
-    x, y, w, h = doc_rect(doc)
+    """Read what ``action`` needs from ``doc``/``node`` and build the daemon request.
+
+    Only the selection's bounding box plus a margin is read and sent (the shared crop
+    rule, for every action); without a selection, the whole canvas.
+    """
+    canvas = logic.Rect(*doc_rect(doc))
     fmt = logic.pixel_format(node.colorModel(), node.colorDepth(), node.colorProfile())
-    pixels = read_pixels(node, x, y, w, h)
     sel = doc.selection()
-    selection = bytes(sel.pixelData(x, y, w, h)) if sel is not None else None
-    req = logic.build_request(action, options, fmt, w, h, pixels, selection, supports_mask=supports_transparency_mask(doc), x=x, y=y)
+    selection = bytes(sel.pixelData(canvas.x, canvas.y, canvas.width, canvas.height)) if sel is not None else None
+    rect, band_px, selection = logic.plan_crop(action, options, canvas, selection)
+    pixels = read_pixels(node, rect.x, rect.y, rect.width, rect.height)
+    req = logic.build_request(action, options, fmt, rect.width, rect.height, pixels, selection,
+                              supports_mask=supports_transparency_mask(doc), x=rect.x, y=rect.y, band_px=band_px)
     return req, pixels
+
+
+def still_there(doc: Any, node: Any) -> bool:
+    """Whether ``doc`` is still open and ``node`` still in it (the canvas stays usable while a job runs)."""
+    try:
+        from krita import Krita
+
+        if not any(d == doc for d in Krita.instance().documents()):
+            return False
+        return node.parentNode() is not None
+    except Exception:  # a wrapper of a deleted object
+        return False
 
 
 def make_client(**kwargs: Any) -> Any:

@@ -1,10 +1,16 @@
-"""The options dialog: subject model, edge band width, decontaminate amount, output."""
+"""The options dialog: subject and refine models, edge band width, decontaminate amount, output.
+
+The model lists are auto / portrait / general, then what the daemon's ``hello`` reports
+as installed (the shared core's ``model_choices``).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+from typing import Any, Mapping, Optional
 
 from . import logic
+from .bridge import editor_core as shared
 from .logic import Options
 from .qt_compat import (
     QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel,
@@ -15,16 +21,22 @@ from .qt_compat import (
 class OptionsDialog(QDialog):
     """Edits an Options; ``options()`` returns the edited copy."""
 
-    def __init__(self, options: Options, *, supports_mask: bool = True, parent: Any = None):
+    def __init__(self, options: Options, *, supports_mask: bool = True, hello: Optional[Mapping[str, Any]] = None, parent: Any = None):
         super().__init__(parent)
         self.setWindowTitle("mattekit Options")
         form = QFormLayout()
 
         self.model = QComboBox()
-        for key in logic.MODELS:
-            self.model.addItem(logic.MODEL_LABELS[key], key)
-        self.model.setToolTip("Which subject model Select Subject uses (Automatic picks the best installed one).")
+        for key, label in shared.model_choices("select_subject", hello, options.model):
+            self.model.addItem(label, key)
+        self.model.setToolTip("Which model Select Subject uses (Automatic picks the best installed one).")
         form.addRow("Subject model:", self.model)
+
+        self.refine_model = QComboBox()
+        for key, label in shared.model_choices("refine", hello, options.refine_model):
+            self.refine_model.addItem(label, key)
+        self.refine_model.setToolTip("Which method Refine Selection uses (Automatic: the one measured best; classical: the closed-form solve).")
+        form.addRow("Refine model:", self.refine_model)
 
         band_row = QHBoxLayout()
         self.band_auto = QCheckBox("Automatic")
@@ -75,6 +87,7 @@ class OptionsDialog(QDialog):
 
     def set_options(self, o: Options) -> None:
         self.model.setCurrentIndex(max(0, self.model.findData(o.model)))
+        self.refine_model.setCurrentIndex(max(0, self.refine_model.findData(o.refine_model)))
         self.band_auto.setChecked(o.band_px is None)
         self.band.setValue(o.band_px or 16)
         self.band.setEnabled(o.band_px is not None)
@@ -84,6 +97,7 @@ class OptionsDialog(QDialog):
     def options(self) -> Options:
         return Options(
             model=self.model.currentData(),
+            refine_model=self.refine_model.currentData(),
             band_px=None if self.band_auto.isChecked() else int(self.band.value()),
             amount=int(self.amount.value()),
             output=self.output.currentData(),
@@ -91,6 +105,7 @@ class OptionsDialog(QDialog):
 
 
 def edit_options(options: Options, *, supports_mask: bool = True, parent: Any = None) -> Optional[Options]:
-    """Show the dialog modally; the new options, or None when cancelled."""
-    dlg = OptionsDialog(options, supports_mask=supports_mask, parent=parent)
+    """Show the dialog modally (it edits settings, not the canvas); the new options, or None when cancelled."""
+    hello = shared.fetch_hello(transport=os.environ.get("MATTEKIT_TRANSPORT", "auto"))  # the installed models; None: base list only
+    dlg = OptionsDialog(options, supports_mask=supports_mask, hello=hello, parent=parent)
     return dlg.options() if exec_(dlg) else None

@@ -1,8 +1,9 @@
 """Krita actions, the worker thread and the user-facing messages.
 
-The job runs in a QThread so Krita's UI stays responsive; a progress dialog shows
-the daemon's stages and its Cancel button sends ``cancel``. Reading and writing
-pixels stay on the main thread (Krita's API is not thread-safe).
+The job runs in a QThread so Krita's UI stays responsive; a progress dialog (not
+modal: the canvas stays usable) shows the daemon's stages and its Cancel button sends
+``cancel``. Reading and writing pixels stay on the main thread (Krita's API is not
+thread-safe). Stage labels and messages are the shared editor core's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Dict, Optional
 from krita import Extension, Krita
 
 from . import core, logic
+from .bridge import editor_core as shared
 from .logic import Options, PluginError
 from .qt_compat import QMessageBox, QProgressDialog, QThread, Qt, Signal, exec_
 
@@ -24,11 +26,6 @@ ACTIONS = {
     "mattekit_refine_selection": ("Refine Selection (mattekit)", "select", "Ctrl+Alt+Shift+R", "refine"),
     "mattekit_decontaminate": ("Decontaminate Edge Colors", "filter", "Ctrl+Alt+Shift+D", "decontaminate"),
     "mattekit_options": ("mattekit Options…", "select", "", None),
-}
-STAGES = {
-    "queued": "Waiting for the daemon…", "decode": "Reading pixels…", "trimap": "Finding the edge band…",
-    "alpha": "Solving alpha at the edges…", "subject": "Finding the subject…", "refine": "Refining edges…",
-    "foreground": "Decontaminating edge colours…", "encode": "Sending the result…",
 }
 
 
@@ -145,7 +142,7 @@ class MattekitExtension(Extension):
 
     def start(self, action: str, *, start_daemon: bool = False, req_pixels: Any = None) -> None:
         if self._job is not None:
-            self._message("mattekit", "A mattekit job is still running; wait for it or cancel it first.")
+            self._message("mattekit", shared.MESSAGES["job_running"])
             return
         doc = Krita.instance().activeDocument()
         if doc is None:
@@ -157,10 +154,11 @@ class MattekitExtension(Extension):
         except PluginError as exc:
             self._message("mattekit", str(exc))
             return
-        title = {"select_subject": "Select Subject", "refine": "Refine Selection", "decontaminate": "Decontaminate Edge Colors"}[action]
-        dlg = QProgressDialog(f"{title}: sending {req.width}×{req.height} pixels…", "Cancel", 0, 100, self._parent())
+        title = shared.TITLES[action]
+        dlg = QProgressDialog(f"{title}: {shared.progress_text('sending')} ({req.width}×{req.height})…", "Cancel", 0, 100, self._parent())
         dlg.setWindowTitle("mattekit")
-        dlg.setWindowModality(Qt.WindowModality.WindowModal)
+        # Not modal: painting and navigating go on while the daemon works (one job at a time, see above).
+        dlg.setWindowModality(Qt.WindowModality.NonModal)
         dlg.setMinimumDuration(300)
         dlg.setAutoClose(False)
         dlg.setAutoReset(False)
@@ -169,13 +167,12 @@ class MattekitExtension(Extension):
                      "action": action, "title": title, "error": None}
 
         def on_progress(stage: str, frac: float) -> None:
-            label = "Starting the mattekit daemon…" if stage == "starting" else STAGES.get(stage, stage.capitalize() + "…")
-            dlg.setLabelText(f"{title}: {label}")
+            dlg.setLabelText(f"{title}: {shared.progress_text(stage)}…")
             dlg.setValue(int(100 * max(0.0, min(1.0, frac))))
 
         def on_cancel() -> None:
             thread.cancelled = True
-            dlg.setLabelText(f"{title}: cancelling…")
+            dlg.setLabelText(f"{title}: {shared.progress_text('cancelling')}…")
 
         thread.progressed.connect(on_progress)
         thread.failed.connect(lambda code, msg: self._job is not None and self._job.update(error=(code, msg)))
@@ -192,6 +189,9 @@ class MattekitExtension(Extension):
             self._report(job, *job["error"])
             return
         header, buffers = job["thread"].result
+        if not core.still_there(job["doc"], job["node"]):  # closed or deleted while the job ran
+            self._message("mattekit", shared.MESSAGES["source_gone"])
+            return
         try:
             core.apply_result(job["doc"], job["node"], job["req"], job["pixels"], header, buffers)
         except PluginError as exc:
