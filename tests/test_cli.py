@@ -68,6 +68,10 @@ def test_an_output_that_cannot_hold_the_result_is_refused_before_any_job(mk_env,
 @pytest.mark.parametrize(("args", "says"), [
     (["--band", "0"], "--band must be 1..1024"),
     (["--decontaminate", "1.5"], "--decontaminate must be between 0 and 1"),
+    (["--feather", "9"], "--feather: 'feather' must be"),
+    (["--shift-edge=-900px"], "--shift-edge: 'shift_edge' must be"),
+    (["--smooth", "2 inches"], "--smooth: 'smooth' must be"),
+    (["--contrast", "150"], "--contrast must be a number 0..100"),
 ])
 def test_a_bad_flag_is_named_in_the_error(mk_env, monkeypatch, tmp_path, capsys, args, says):
     _no_daemon(monkeypatch, tmp_path)
@@ -281,3 +285,33 @@ def test_status_is_readable_and_a_closed_pipe_is_not_a_traceback(at_daemon, caps
     proc.stdout.close()  # the reader is gone before anything is written (`mattekit models list | head -0`)
     err = proc.stderr.read().decode()
     assert proc.wait(60) != 0 and "Traceback" not in err
+
+
+def test_edge_flags_reach_the_daemon_and_change_the_matte(at_daemon, tmp_path, capsys):
+    photo, mask = _photo(tmp_path / "p.png", h=80, w=100)
+    outs = {}
+    for name, flags in {"plain": [], "grown": ["--shift-edge", "4px"], "shrunk": ["--shift-edge=-5%"],
+                        "soft": ["--feather", "2", "--contrast", "0"]}.items():
+        out = tmp_path / f"{name}.png"
+        assert cli.main(["refine", str(photo), "--guidance", str(mask), "-o", str(out), "--output", "alpha", *flags]) == 0, capsys.readouterr().err
+        outs[name] = np.asarray(Image.open(out), np.float32) / 255
+
+    def radius(a):
+        return np.sqrt((a >= 0.5).sum() / np.pi)
+
+    assert radius(outs["grown"]) - radius(outs["plain"]) == pytest.approx(4, abs=1)
+    assert radius(outs["plain"]) - radius(outs["shrunk"]) == pytest.approx(4, abs=1)  # 5 % of the 80 px short side
+    soft, plain = outs["soft"], outs["plain"]
+    assert ((soft > 0.02) & (soft < 0.98)).sum() > ((plain > 0.02) & (plain < 0.98)).sum()
+
+
+def test_the_python_api_passes_the_edge_controls_in_process_and_through_the_daemon(at_daemon):
+    import mattekit
+
+    image, alpha, _ = soft_disc(60, 80, 20)
+    rough = (alpha > 0.5).astype(np.float32)
+    plain = mattekit.refine_selection(image, rough, backend="local")
+    local = mattekit.refine_selection(image, rough, backend="local", shift_edge="3px", contrast=50)
+    remote = mattekit.refine_selection(image, rough, backend="daemon", shift_edge="3px", contrast=50)
+    np.testing.assert_allclose(local, remote, atol=1e-6)
+    assert (local >= 0.5).sum() > (plain >= 0.5).sum()

@@ -380,3 +380,59 @@ def test_degenerate_sizes_with_soft_alpha_are_served(daemon, hw):
     assert dec.foreground.shape == (h, w, 4) and np.array_equal(dec.foreground[..., 3], soft)
     ref = c.refine(img, soft, band_px=2)
     assert ref.alpha.shape == (h, w) and ref.alpha.dtype == np.uint8
+
+
+# ---------------------------------------------------------------- edge controls and model notes
+
+
+@pytest.mark.parametrize("params, names", [
+    ({"feather": 50}, "feather"), ({"shift_edge": "-9000px"}, "shift_edge"), ({"smooth": "3 inches"}, "smooth"),
+    ({"contrast": 200}, "contrast"),
+])
+def test_bad_edge_controls_are_refused_naming_them_and_the_daemon_keeps_serving(daemon, dealer, params, names):
+    d, c = daemon
+    img, _, g = composite()
+    spec_i, a = P.buffer_from_array("image", to_u8(img))
+    spec_g, gg = P.buffer_from_array("guidance", to_u8(g), order="Y")
+    header = P.make_header("refine", token=d.token, params=params, buffers=[spec_i.to_json(), spec_g.to_json()])
+    reply, _ = raw(dealer, [P.encode_header(header), a.tobytes(), gg.tobytes()])
+    assert reply["op"] == "error" and reply["code"] == P.E_BAD_PARAMS and f"'{names}'" in reply["message"], reply
+    assert c.ping()["pong"] is True
+    assert c.refine(to_u8(img), to_u8(g), band_px=12, shift_edge="2px").alpha.shape == g.shape  # still serving jobs
+
+
+def test_edge_controls_change_the_returned_alpha_and_zeros_change_nothing(daemon):
+    _, c = daemon
+    img, _, g = composite(80, 100)
+    plain = c.refine(img, g, band_px=12, alpha_dtype="f32").alpha
+    zeros = c.refine(img, g, band_px=12, alpha_dtype="f32", smooth=0, feather="0px", contrast=0, shift_edge=0).alpha
+    assert np.array_equal(plain.view(np.uint32), zeros.view(np.uint32))
+    grown = c.refine(img, g, band_px=12, alpha_dtype="f32", shift_edge="3px").alpha
+    assert np.sqrt((grown >= 0.5).sum() / np.pi) - np.sqrt((plain >= 0.5).sum() / np.pi) == pytest.approx(3, abs=1)
+    soft = c.refine(img, g, band_px=12, alpha_dtype="f32", feather=2, outputs=["alpha", "foreground"])  # 2 % of 80 px: sigma 1.6
+    a = soft.alpha
+    assert ((a > 0.02) & (a < 0.98)).sum() > ((plain > 0.02) & (plain < 0.98)).sum()
+    # the colours were estimated for the adjusted matte: the cut-out's alpha is that matte
+    assert np.abs(soft.foreground[..., 3].astype(np.float32) - a).max() < 1e-6
+
+
+def test_hello_notes_each_installed_model_from_the_registry(start_daemon, mk_env):
+    from mattekit.engine import Engine
+
+    weights = Path(mk_env) / "data" / "weights"
+    weights.mkdir(parents=True)
+    (weights / "my-prn.md").write_text("# my-prn\n\nRefine model: a PRN trained at home. More text.\n\n| a | b |\n")
+    (weights / "registry.json").write_text(json.dumps({
+        "my-prn": {"arch": "prn", "task": "guided", "file": "my-prn.safetensors", "card": "my-prn.md",
+                   "licence": "GPL-3.0-or-later (weights trained by mattekit)", "auto": False},
+        "other-prn": {"arch": "prn", "task": "guided", "file": "o.safetensors", "card": "A second refiner; long details.",
+                      "licence": "Apache-2.0; see o.LICENSE.txt"},
+    }))
+    d = start_daemon(engine=Engine(learned=True))
+    with Client(d.endpoint, token=d.token, connect_timeout=30, retries=0) as c:
+        hello = c.hello()
+    notes = hello["model_notes"]
+    assert set(notes) == set(hello["models"]["guided"]) | {"classical"} == {"classical", "my-prn", "other-prn"}
+    assert notes["my-prn"] == "Refine model: a PRN trained at home; GPL-3.0-or-later; not chosen by auto"
+    assert notes["other-prn"] == "A second refiner; Apache-2.0"
+    assert all("\n" not in n for n in notes.values()) and "no model" in notes["classical"]

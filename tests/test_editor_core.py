@@ -286,3 +286,36 @@ def test_core_is_standard_library_only():
             top.add(node.module.split(".")[0])
     assert top <= set(sys.stdlib_module_names) | {"__future__"}, top
     assert os.path.basename(C.__file__) in __import__("mattekit.install", fromlist=["x"]).BRIDGE_MODULES
+
+
+# --------------------------------------------------------------------------- edge controls and model notes
+
+
+def test_edge_controls_are_off_by_default_and_sent_in_pixels_of_the_whole_layer():
+    ok = dict(model="auto", band_px=16, amount_percent=0, output="selection")
+    assert not set(C.job_params("refine", **ok)) & set(P.EDGE_SIZES + ("contrast",))  # defaults: nothing sent
+    edges = {"smooth": 0.5, "feather": 1.0, "contrast": 40, "shift_edge": -0.25}
+    params = C.job_params("refine", **ok, edges=edges, layer_size=(4000, 3000))
+    assert params["smooth"] == "15px" and params["feather"] == "30px" and params["shift_edge"] == "-7.5px" and params["contrast"] == 40
+    # a crop of the layer is sent: the pixels (so the result) are those of the whole layer's percentages
+    specs = [P.BufferSpec("image", 300, 200), P.BufferSpec("guidance", 300, 200, "u8", "Y")]
+    checked = P.check_job("refine", params, specs)
+    assert P.edge_size_px("feather", checked["feather"], 300, 200) == 30.0
+    # out-of-range dialog values are clamped like the sliders; decontaminate keeps the user's matte as it is
+    wild = C.job_params("refine", **ok, edges={"feather": 99, "contrast": -5, "shift_edge": float("nan")}, layer_size=(100, 100))
+    assert wild["feather"] == f"{P.EDGE_MAX_PERCENT:g}px" and "contrast" not in wild and "shift_edge" not in wild
+    P.check_job("refine", wild, [P.BufferSpec("image", 100, 100), P.BufferSpec("guidance", 100, 100, "u8", "Y")])
+    assert not set(C.job_params("decontaminate", **ok, edges=edges, layer_size=(40, 30))) & set(edges)
+    assert [name for name, *_ in C.EDGE_CONTROLS] == ["smooth", "feather", "contrast", "shift_edge"]  # the daemon's order
+
+
+def test_model_choices_label_installed_models_with_the_daemons_note():
+    hello = {**HELLO, "model_notes": {"u2netp": "General salient-object segmentation; Apache-2.0", "classical": "closed-form",
+                                      "mattekit-prn-light": "x" * 200, "auto": "never shown"}}
+    choices = dict(C.model_choices("select_subject", hello))
+    assert choices["u2netp"] == "u2netp — General salient-object segmentation; Apache-2.0"
+    assert choices["modnet-photographic"] == "modnet-photographic" and choices["auto"] == "Automatic"  # no note: the name
+    refine = dict(C.model_choices("refine", hello))
+    assert refine["classical"] == "classical — closed-form"
+    assert len(refine["mattekit-prn-light"]) == C.MODEL_LABEL_CHARS and refine["mattekit-prn-light"].endswith("…")
+    assert dict(C.model_choices("refine", {**HELLO, "model_notes": ["not", "a", "map"]}))["classical"] == "classical"

@@ -228,6 +228,10 @@ PARAM_FIELDS = {
     "guidance_kind": {P.E_BAD_PARAMS},
     "device": {P.E_BAD_PARAMS},
     "preview": {P.E_BAD_PARAMS},
+    "smooth": {P.E_BAD_PARAMS},
+    "feather": {P.E_BAD_PARAMS},
+    "shift_edge": {P.E_BAD_PARAMS},
+    "contrast": {P.E_BAD_PARAMS},
 }
 def json_type(v) -> str:
     """The JSON type of a decoded value (bool is not an integer here, unlike in Python)."""
@@ -248,6 +252,18 @@ def other_text(*valid: str, **kw):
 
 def other_int(*valid: int):
     return HUGE_INTS.filter(lambda n: n not in valid)
+
+
+def edge_size_wrong(signed: bool):
+    """Values an edge control's size must refuse: another JSON type, a number past its percent range, a
+    string without a unit or past its pixel range."""
+    lim = P.EDGE_MAX_PERCENT
+    lowest = -lim if signed else 0
+    return (other_type("int", "float", "str")
+            | HUGE_INTS.filter(lambda n: not lowest <= n <= lim)
+            | st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: not lowest <= x <= lim)
+            | st.sampled_from(["3", "px", "%", "wide", f"{P.EDGE_MAX_PX + 1:g}px", f"{lim + 1:g}%", "nanpx", "1e999px"]
+                              + ([] if signed else ["-1px", "-0.5%"])))
 
 
 # JSON integers far past float range: they must be refused, not overflow (1e309 and up).
@@ -289,6 +305,11 @@ WRONG = {
         "guidance_kind": other_type("str") | other_text(*P.GUIDANCE_KINDS, max_size=12),
         "device": other_type("str") | other_text(*P.DEVICES, max_size=8),
         "preview": other_type("bool"),
+        "smooth": edge_size_wrong(signed=False),
+        "feather": edge_size_wrong(signed=False),
+        "shift_edge": edge_size_wrong(signed=True),
+        "contrast": other_type("int", "float") | HUGE_INTS.filter(lambda n: not 0 <= n <= 100)
+        | st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: not 0 <= x <= 100),
     },
 }
 ALLOWED = {"envelope": ENVELOPE_FIELDS, "buffer": BUFFER_FIELDS, "param": PARAM_FIELDS}

@@ -64,3 +64,15 @@ def test_pixel_format_reads_match_the_core_sample_types(precision):
     rgba = np.zeros((2, 3, 4), NP[pf.dtype]).tobytes()
     filled = editor_core.fill_channel(rgba, pf.itemsize, editor_core.one_value(pf.dtype))
     assert np.frombuffer(bytes(filled), NP[pf.dtype]).reshape(2, 3, 4)[..., 3].astype(float).min() > 0
+
+
+def test_the_dialogs_offer_every_edge_control_and_send_them_sized_from_the_layer():
+    src = (Path(L.__file__).with_name("mattekit.py")).read_text()
+    # one argument per shared control (GIMP's names use dashes), read back under the same names
+    assert "for key, label, lo, hi in C.EDGE_CONTROLS:" in src and 'add_double_argument(key.replace("_", "-")' in src
+    assert 'config.get_property(name.replace("_", "-")) for name, _, _, _ in C.EDGE_CONTROLS' in src
+    assert "edges=edges, layer_size=(layer_rect.width, layer_rect.height)" in src
+    for name, label, lo, hi in editor_core.EDGE_CONTROLS:
+        assert lo <= 0 < hi and "_" in label  # default 0 is in range; a mnemonic for GIMP's dialog
+    mnemonics = [label[label.index("_") + 1].lower() for _, label, _, _ in editor_core.EDGE_CONTROLS]
+    assert len(set(mnemonics)) == len(mnemonics) and not set(mnemonics) & {"m", "b", "a", "p"}  # _Model, _band, _amount, Out_put

@@ -96,7 +96,9 @@ def test_options_round_trip_and_defaults():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"model": "not a name"}, {"model": ""}, {"refine_model": 3}, {"band_px": 0}, {"band_px": 5000}, {"band_px": True}, {"amount": 101}, {"amount": 0.5}, {"output": "overwrite"}]
+    "kwargs", [{"model": "not a name"}, {"model": ""}, {"refine_model": 3}, {"band_px": 0}, {"band_px": 5000}, {"band_px": True}, {"amount": 101}, {"amount": 0.5}, {"output": "overwrite"},
+               {"smooth": -0.1}, {"feather": P.EDGE_MAX_PERCENT + 1}, {"contrast": 101}, {"shift_edge": -P.EDGE_MAX_PERCENT - 1}, {"feather": "2"},
+               {"contrast": True}]
 )
 def test_options_validate_rejects(kwargs):
     with pytest.raises(PluginError):
@@ -308,3 +310,25 @@ def test_action_file_declares_the_extensions_actions_and_shortcuts():
     assert {v[1] for v in actions.values()} <= {"select", "filter", "layer"}
     shortcuts = [s for _, s in declared.values() if s]
     assert len(shortcuts) == len(set(shortcuts)) == 3
+
+
+def test_edge_controls_default_to_off_round_trip_and_are_sized_from_the_whole_canvas():
+    assert Options().edges() == {"smooth": 0.0, "feather": 0.0, "contrast": 0.0, "shift_edge": 0.0}
+    o = Options(smooth=0.5, feather=1.0, contrast=30, shift_edge=-0.5).validate()
+    assert Options.from_json(o.to_json()) == o
+    assert Options.from_json('{"feather": 2.5, "contrast": 900}') == Options(feather=2.5)  # the bad one falls back alone
+    plain, *_ = _req("refine", Options())
+    assert not set(plain.params) & set(o.edges())  # off: nothing sent
+    # a 9x6 crop of a 2000x1000 canvas: the percentages are of the canvas's short side, sent as pixels
+    req = logic.build_request("refine", o, fmt_of("U8", "sRGB-elle-V2-srgbtrc.icc"), 9, 6, bytes(9 * 6 * 4), b"\xff" * 54,
+                              supports_mask=False, canvas_size=(2000, 1000))
+    p = _check_against_protocol(req)
+    assert (p["smooth"], p["feather"], p["contrast"], p["shift_edge"]) == ("5px", "10px", 30.0, "-5px")
+    select, *_ = _req("select_subject", o)  # no canvas given: the request's own size (6 px short side)
+    assert _check_against_protocol(select)["feather"] == "0.06px"
+
+
+def test_the_dialog_has_a_field_per_edge_control():
+    src = (Path(logic.__file__).with_name("dialog.py")).read_text()
+    assert "for name, label, lo, hi in shared.EDGE_CONTROLS:" in src and "box.setValue(float(getattr(o, name)))" in src
+    assert "**{name: float(box.value()) for name, box in self.edges.items()}" in src

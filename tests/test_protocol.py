@@ -208,3 +208,26 @@ def test_integers_past_float_range_are_refused_not_overflowed(field):
         with pytest.raises(P.ProtocolError) as e:
             P.check_job("refine", {"amount": amount}, [spec, P.BufferSpec("guidance", 4, 4, "u8", "Y", "srgb")])
         assert e.value.code == P.E_BAD_PARAMS
+
+
+# --------------------------------------------------------------------------- edge controls
+
+
+@pytest.mark.parametrize("name, value", [
+    ("smooth", -1), ("smooth", P.EDGE_MAX_PERCENT + 0.1), ("smooth", f"{P.EDGE_MAX_PX + 1:g}px"), ("smooth", "3"),
+    ("feather", "wide"), ("feather", "px"), ("feather", True), ("feather", None), ("feather", [1]), ("feather", float("nan")),
+    ("feather", 10**400), ("shift_edge", -P.EDGE_MAX_PERCENT - 0.1), ("shift_edge", f"-{P.EDGE_MAX_PX + 1:g}px"),
+    ("contrast", -1), ("contrast", 100.5), ("contrast", "50%"), ("contrast", True),
+])
+def test_out_of_range_edge_controls_are_refused_naming_the_parameter(name, value):
+    with pytest.raises(P.ProtocolError) as e:
+        P.check_job("refine", {name: value}, _specs("guidance"))
+    assert e.value.code == P.E_BAD_PARAMS and f"'{name}'" in e.value.message
+
+
+def test_edge_sizes_are_percent_of_the_short_side_or_pixels():
+    ok = P.check_job("refine", {"smooth": "2%", "feather": 1.5, "contrast": 100, "shift_edge": "-12.5 px"}, _specs("guidance"))
+    assert ok["shift_edge"] == "-12.5 px" and P.JOB_PARAMS["smooth"] == P.JOB_PARAMS["contrast"] == 0
+    assert P.edge_size_px("feather", 1.5, 400, 200) == pytest.approx(3.0)  # 1.5 % of the short side, 200
+    assert P.edge_size_px("smooth", "2%", 400, 200) == pytest.approx(4.0)
+    assert P.edge_size_px("shift_edge", "-12.5 px", 400, 200) == -12.5

@@ -106,7 +106,8 @@ def _local(op: str, inputs: dict[str, tuple[np.ndarray, str | None, str]], param
 def run(op: str, image: Any, *, guidance: Any = None, alpha: Any = None, backend: str = "auto", **params: Any) -> dict[str, Any]:
     """Run job `op` ("select_subject", "refine", "decontaminate") -> {"alpha": float32 (H, W) | None,
     "foreground": RGBA in the input's type | None, "model": str, "warnings": [str]}. params: the
-    protocol's job parameters (outputs, model, band_px, amount, ...)."""
+    protocol's job parameters (outputs, model, band_px, amount, the edge controls smooth / feather /
+    contrast / shift_edge, ...)."""
     if backend not in ("auto", "daemon", "local"):
         raise ValueError(f"backend must be 'auto', 'daemon' or 'local', got {backend!r}")
     pixels = _to_array(image, "image")
@@ -152,15 +153,18 @@ def _rgba_out(rgba: np.ndarray, as_pil: bool) -> Any:
     return Image.fromarray(np.ascontiguousarray(rgba), "RGBA" if rgba.shape[2] == 4 else "RGB")
 
 
-def select_subject(image: Any, *, model: str = "auto", backend: str = "auto") -> Any:
-    """The subject's alpha matte, no guidance: float32 (H, W) in [0, 1] (PIL "L" for a PIL image)."""
-    return _alpha_out(run("select_subject", image, backend=backend, model=model, outputs=["alpha"])["alpha"], _is_pil(image))
+def select_subject(image: Any, *, model: str = "auto", backend: str = "auto", **edge: Any) -> Any:
+    """The subject's alpha matte, no guidance: float32 (H, W) in [0, 1] (PIL "L" for a PIL image).
+    ``edge``: the edge controls (smooth=, feather=, contrast=, shift_edge=; see docs/protocol.md)."""
+    return _alpha_out(run("select_subject", image, backend=backend, model=model, outputs=["alpha"], **edge)["alpha"], _is_pil(image))
 
 
-def refine_selection(image: Any, guidance: Any, *, model: str = "auto", band_px: int | None = None, backend: str = "auto") -> Any:
-    """A rough selection (mask, (H, W); or a trimap 0 / 0.5 / 1) refined into a soft alpha matte."""
-    return _alpha_out(run("refine", image, guidance=guidance, backend=backend, model=model, band_px=band_px, outputs=["alpha"])["alpha"],
-                      _is_pil(image))
+def refine_selection(image: Any, guidance: Any, *, model: str = "auto", band_px: int | None = None, backend: str = "auto",
+                     **edge: Any) -> Any:
+    """A rough selection (mask, (H, W); or a trimap 0 / 0.5 / 1) refined into a soft alpha matte.
+    ``edge``: the edge controls (smooth=, feather=, contrast=, shift_edge=; see docs/protocol.md)."""
+    return _alpha_out(run("refine", image, guidance=guidance, backend=backend, model=model, band_px=band_px, outputs=["alpha"],
+                          **edge)["alpha"], _is_pil(image))
 
 
 def decontaminate(image: Any, alpha: Any, *, amount: float = 1.0, backend: str = "auto") -> Any:

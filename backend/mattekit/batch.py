@@ -189,10 +189,39 @@ def params_from_args(args: argparse.Namespace, op: str) -> dict[str, Any]:
         if not 0.0 <= amount <= 1.0:
             raise UsageError(f"--{'amount' if op == 'decontaminate' else 'decontaminate'} must be between 0 and 1, got {amount:g}")
         params["amount"] = amount
+    params.update(edge_params_from_args(args))
     if op == "refine" and args.band is not None:
         if not 1 <= args.band <= P.BAND_MAX_PX:
             raise UsageError(f"--band must be 1..{P.BAND_MAX_PX} pixels (leave it out for the automatic width), got {args.band}")
         params["band_px"] = args.band
+    return params
+
+
+#: The edge controls' flags and their job parameters (mattekit.edges applies them in the daemon).
+EDGE_FLAGS = {"smooth": "--smooth", "feather": "--feather", "contrast": "--contrast", "shift_edge": "--shift-edge"}
+
+
+def edge_params_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """--smooth/--feather/--shift-edge (N or N% of the image's short side, or Npx) and --contrast (0..100)
+    as job parameters; only those given, each checked so that an error names its flag."""
+    params: dict[str, Any] = {}
+    for key, flag in EDGE_FLAGS.items():
+        text = getattr(args, key, None)
+        if text is None:
+            continue
+        try:
+            value: Any = float(text)
+        except ValueError:
+            value = text  # "1.5%" or "12px": the protocol's own forms
+        if key == "contrast":
+            if isinstance(value, str) or not 0 <= value <= 100:
+                raise UsageError(f"{flag} must be a number 0..100 (percent), got {text}")
+        else:
+            try:
+                P.parse_edge_size(key, value)
+            except P.ProtocolError as exc:
+                raise UsageError(f"{flag}: {exc.message}") from None
+        params[key] = value
     return params
 
 
@@ -410,6 +439,15 @@ def add_job_commands(sub: Any, common: argparse.ArgumentParser, func: Callable[[
         sp.add_argument("--decontaminate", type=float, default=None, metavar="AMOUNT",
                         help="remove the old background's colour from edges, 0..1 (default %g)" % config.DECONTAMINATE_AMOUNT)
     d = job("decontaminate", "decontaminate", "remove the old background's colour from the edge pixels of a cut-out")
+    size = (f"N or N%% (of the image's short side, up to {P.EDGE_MAX_PERCENT:g}) or Npx (up to {P.EDGE_MAX_PX:g}); "
+            "default 0 (off)")
+    for sp in (c, r, d):
+        edge = sp.add_argument_group("edge controls (Select and Mask's; applied to the matte in this order, all off by default)")
+        edge.add_argument("--smooth", default=None, metavar="SIZE", help=f"smooth a jagged edge: radius, {size}")
+        edge.add_argument("--feather", default=None, metavar="SIZE", help=f"soften the edge: Gaussian blur sigma, {size}")
+        edge.add_argument("--contrast", default=None, metavar="PERCENT", help="harden the soft transition, 0..100 (100: a hard edge)")
+        edge.add_argument("--shift-edge", dest="shift_edge", default=None, metavar="SIZE",
+                          help=f"move the edge out (+) or in (-, written --shift-edge=-N) by this distance, {size.replace('up to ', 'up to +-')}")
     d.add_argument("--alpha", default=None, help="the matte (grey image, or a folder of them); default: the input's own alpha channel")
     d.add_argument("--amount", type=float, default=None, help="0 keeps the colours, 1 removes all of the old background (default %g)" % config.DECONTAMINATE_AMOUNT)
     for sp in (c, r, d):

@@ -312,14 +312,29 @@ def installed_models(hello: Optional[Mapping[str, Any]], op: str) -> List[str]:
     return [n for n in names if valid_model_name(n) and n not in BASE_MODELS]
 
 
+#: A model's label is its name and the daemon's one-line note, cut to this many characters.
+MODEL_LABEL_CHARS = 90
+
+
+def model_label(name: str, note: Any = None) -> str:
+    """A dialog label for an installed model: its name, then the daemon's note (``hello`` → ``model_notes``)."""
+    if not isinstance(note, str) or not note.strip():
+        return name
+    label = f"{name} — {' '.join(note.split())}"
+    return label if len(label) <= MODEL_LABEL_CHARS else label[: MODEL_LABEL_CHARS - 1].rstrip() + "…"
+
+
 def model_choices(op: str, hello: Optional[Mapping[str, Any]], current: Optional[str] = None) -> List[Tuple[str, str]]:
-    """(name, label) pairs for a dialog: auto / portrait / general, then what the daemon has installed.
+    """(name, label) pairs for a dialog: auto / portrait / general, then what the daemon has installed
+    (labelled with its note, ``model_label``).
 
     A ``current`` choice the daemon does not list (saved earlier, daemon not running) stays
     selectable, marked, so opening the dialog never changes a setting by itself.
     """
+    notes = (hello or {}).get("model_notes")
+    notes = notes if isinstance(notes, Mapping) else {}
     out = [(m, MODEL_LABELS[m]) for m in BASE_MODELS]
-    out += [(n, n) for n in installed_models(hello, op)]
+    out += [(n, model_label(n, notes.get(n))) for n in installed_models(hello, op)]
     if current and valid_model_name(current) and current not in dict(out):
         out.append((current, f"{current} (not reported by the daemon)"))
     return out
@@ -337,6 +352,40 @@ def fetch_hello(timeout_s: float = 0.5, transport: str = "auto") -> Optional[Dic
 # --------------------------------------------------------------------------- job parameters
 
 
+#: The dialogs' edge controls (Select and Mask's), in the order the daemon applies them:
+#: (job parameter, label, lowest, highest). Sizes are percent of the layer's short side, contrast percent.
+EDGE_CONTROLS: Tuple[Tuple[str, str, float, float], ...] = (
+    ("smooth", "Smooth e_dge (% of the short side)", 0.0, P.EDGE_MAX_PERCENT),
+    ("feather", "_Feather (% of the short side)", 0.0, P.EDGE_MAX_PERCENT),
+    ("contrast", "Edge _contrast (%)", 0.0, 100.0),
+    ("shift_edge", "_Shift edge (% of the short side; - contracts)", -P.EDGE_MAX_PERCENT, P.EDGE_MAX_PERCENT),
+)
+
+
+def edge_params(edges: Optional[Mapping[str, float]], layer_width: int, layer_height: int) -> Dict[str, Any]:
+    """The daemon's edge-control parameters for the dialog's values (``EDGE_CONTROLS`` names; 0 = off).
+
+    The dialog's sizes are percent of the whole layer's short side; they are sent in pixels
+    ("12.5px", protocol.parse_edge_size), so a crop never changes what a percentage means.
+    Values out of range are clamped as the dialog's own sliders would; controls at 0 are not sent.
+    """
+    out: Dict[str, Any] = {}
+    short = max(1, min(layer_width, layer_height))
+    for name, _, lo, hi in EDGE_CONTROLS:
+        value = float((edges or {}).get(name, 0.0) or 0.0)
+        if value != value:  # NaN: off
+            continue
+        value = max(lo, min(hi, value))
+        if value == 0:
+            continue
+        if name == "contrast":
+            out[name] = value
+        else:
+            px = max(-P.EDGE_MAX_PX, min(P.EDGE_MAX_PX, value / 100.0 * short))
+            out[name] = f"{round(px, 3):g}px"
+    return out
+
+
 def job_params(
     op: str,
     *,
@@ -345,11 +394,15 @@ def job_params(
     amount_percent: float,
     output: str,
     alpha_dtype: Optional[str] = None,
+    edges: Optional[Mapping[str, float]] = None,
+    layer_size: Tuple[int, int] = (1, 1),
 ) -> Dict[str, Any]:
     """The daemon parameters for a plug-in action (see mattekit.protocol.JOB_PARAMS).
 
     ``band_px`` is the resolved band (``resolve_band_px``); ``alpha_dtype`` None means the
-    image's own precision. Decontaminate sends only its amount.
+    image's own precision. ``edges``: the dialog's edge controls (``edge_params``), sized from
+    ``layer_size`` = (width, height) of the whole layer. Decontaminate sends only its amount:
+    it keeps the user's matte as it is.
     """
     if op not in ("select_subject", "refine", "decontaminate"):
         raise ValueError(f"unknown op {op!r}")
@@ -357,6 +410,7 @@ def job_params(
     params: Dict[str, Any] = {"amount": max(0.0, min(1.0, float(amount_percent) / 100.0)), "outputs": ["foreground"]}
     if op == "decontaminate":
         return params
+    params.update(edge_params(edges, *layer_size))
     if not valid_model_name(model):
         raise PluginError(f"unknown model {model!r}")
     if isinstance(band_px, bool) or not isinstance(band_px, int) or not 1 <= band_px <= BAND_MAX_PX:
@@ -380,6 +434,7 @@ STAGES: Dict[str, str] = {
     "alpha": "Solving the edge",
     "subject": "Finding the subject",
     "refine": "Refining the edge",
+    "edges": "Adjusting the edge",
     "foreground": "Decontaminating edge colours",
     "encode": "Sending the result",
     "cancelling": "Cancelling",

@@ -21,6 +21,7 @@ from . import config, imageops
 from . import protocol as P
 from . import trimap as trimap_rules
 # The wire codec and the band rules have their own modules; their names stay importable from here.
+from .edges import apply_edge_params
 from .codec import decode_image, decode_mask, encode_alpha, encode_foreground  # noqa: F401
 from .trimap import snap_trimap, uncertain_trimap, within_selection  # noqa: F401
 
@@ -231,6 +232,8 @@ class Engine:
                 alpha = within_selection(alpha, guidance, params["band_px"])
             meta["coverage"] = selected_fraction(alpha)
             self.warnings += coverage_warnings(meta["coverage"])
+        # Select and Mask's edge controls; none asked: alpha untouched
+        alpha = apply_edge_params(alpha, params, lambda f: progress("edges", 0.8 + 0.01 * f))
         timings["alpha_s"] = time.perf_counter() - t1
 
         out = EngineOutput(meta=meta)

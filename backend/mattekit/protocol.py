@@ -68,8 +68,18 @@ JOB_PARAMS: dict[str, Any] = {
     "guidance_kind": "auto",  # "auto" | "mask" | "trimap"
     "device": "auto",  # "auto" | "cpu" | "cuda"
     "preview": False,  # send a low-resolution alpha in a progress message first
+    # Select and Mask's edge controls, applied by the daemon to the alpha (mattekit.edges); 0 = off.
+    # Sizes: a number or "N%" is a percentage of the short side of the image sent, "Npx" pixels.
+    "smooth": 0,  # size: blur sigma, then the transition restretched to its own width (jags rounded off)
+    "feather": 0,  # size: Gaussian sigma
+    "contrast": 0,  # 0..100 %: the soft transition narrowed by this fraction
+    "shift_edge": 0,  # size, signed: the edge moved out (+) or in (-)
 }
 GUIDANCE_KINDS = ("auto", "mask", "trimap")
+#: The edge controls that take a size, and the largest size each may ask for (signed: shift_edge).
+EDGE_SIZES = ("smooth", "feather", "shift_edge")
+EDGE_MAX_PERCENT = 5.0  # of the short side
+EDGE_MAX_PX = 500.0  # a disk filter's cost grows with its radius: 500 px at 100 MP is about a minute
 DEVICES = ("auto", "cpu", "cuda")
 
 # Error codes. Every error names one; docs/protocol.md lists them with their meaning.
@@ -339,6 +349,11 @@ def check_job(op: str, params: Any, specs: Sequence[BufferSpec]) -> dict[str, An
         raise ProtocolError(E_BAD_PARAMS, f"'device' must be one of {list(DEVICES)}")
     if not isinstance(p["preview"], bool):
         raise ProtocolError(E_BAD_PARAMS, "'preview' must be a boolean")
+    for name in EDGE_SIZES:
+        parse_edge_size(name, p[name])
+    c = p["contrast"]
+    if type(c) not in (int, float) or not 0 <= c <= 100:
+        raise ProtocolError(E_BAD_PARAMS, f"'contrast' must be a number 0..100 (percent); got {c!r}")
 
     by_name = {s.name: s for s in specs}
     need, optional = JOB_INPUTS[op], JOB_OPTIONAL_INPUTS[op]
@@ -358,6 +373,44 @@ def check_job(op: str, params: Any, specs: Sequence[BufferSpec]) -> dict[str, An
         if (s.width, s.height) != (image.width, image.height):
             raise ProtocolError(E_BAD_PARAMS, f"'{n}' is {s.width}x{s.height} but 'image' is {image.width}x{image.height}")
     return p
+
+
+def parse_edge_size(name: str, value: Any) -> tuple[float, str]:
+    """An edge control's size (``params[name]``) -> (amount, "%" | "px"); ProtocolError naming it.
+
+    A number or a string "N%" is a percentage of the short side of the image the job sends, a
+    string "Npx" pixels. Only ``shift_edge`` may be negative; |amount| <= EDGE_MAX_PERCENT % or
+    EDGE_MAX_PX px.
+    """
+    what = (f"'{name}' must be a number (percent of the image's short side), \"N%\" or \"Npx\", "
+            f"{'-' if name == 'shift_edge' else '0'}..{EDGE_MAX_PERCENT:g} % or "
+            f"{'-' if name == 'shift_edge' else '0'}..{EDGE_MAX_PX:g} px")
+    unit = "%"
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        unit = "px" if text.endswith("px") else "%" if text.endswith("%") else ""
+        try:
+            if not unit:
+                raise ValueError(text)
+            amount: Any = float(text[: -len(unit)])
+        except ValueError:
+            raise ProtocolError(E_BAD_PARAMS, f"{what}; got {value!r}") from None
+    elif type(value) in (int, float):
+        amount = value
+    else:
+        raise ProtocolError(E_BAD_PARAMS, f"{what}; got {type(value).__name__}")
+    limit = EDGE_MAX_PX if unit == "px" else EDGE_MAX_PERCENT
+    lowest = -limit if name == "shift_edge" else 0
+    # Compared as given: a JSON integer past 1e308 is out of range, not an overflow; NaN fails both.
+    if not lowest <= amount <= limit:
+        raise ProtocolError(E_BAD_PARAMS, f"{what}; got {value!r}")
+    return float(amount), unit
+
+
+def edge_size_px(name: str, value: Any, width: int, height: int) -> float:
+    """Edge control ``name``'s size ``value`` in pixels of a ``width`` x ``height`` image (see parse_edge_size)."""
+    amount, unit = parse_edge_size(name, value)
+    return amount if unit == "px" else amount / 100.0 * min(width, height)
 
 
 def error_header(rid: str | None, code: str, message: str) -> dict[str, Any]:

@@ -47,6 +47,7 @@ def _probe():
         dlg = OptionsDialog(Options(), supports_mask=core.supports_transparency_mask(doc), hello=hello, parent=qwin)
         info["refine_models"] = [dlg.refine_model.itemData(i) for i in range(dlg.refine_model.count())]
         info["subject_models"] = [dlg.model.itemData(i) for i in range(dlg.model.count())]
+        info["refine_labels"] = [dlg.refine_model.itemText(i) for i in range(dlg.refine_model.count())]
         dlg.show()
         for _ in range(20):
             QApplication.processEvents()
@@ -56,6 +57,8 @@ def _probe():
         dlg.amount_slider.setValue(35)
         dlg.model.setCurrentIndex(dlg.model.findData("portrait"))
         dlg.output.setCurrentIndex(dlg.output.findData("foreground"))
+        dlg.edges["feather"].setValue(1.5)
+        dlg.edges["shift_edge"].setValue(-0.25)
         info["edited"] = dlg.options().to_json()
         dlg.close()
         # The Select menu, opened for real, as the user sees it.

@@ -460,7 +460,9 @@ def test_gui_menus_shortcuts_and_dialog(daemon, tmp_path):
     assert run["progress_modality"] and all(m.split(".")[-1] in ("NonModal", "0") for m in run["progress_modality"]), run
     assert info["refine_models"][:4] == ["auto", "portrait", "general", "classical"]  # what the daemon reports, after the base
     assert info["subject_models"][:3] == ["auto", "portrait", "general"]
-    assert json.loads(info["edited"]) == {"model": "portrait", "refine_model": "auto", "band_px": 24, "amount": 35, "output": "foreground"}
+    assert json.loads(info["edited"]) == {"model": "portrait", "refine_model": "auto", "band_px": 24, "amount": 35, "output": "foreground",
+                                          "smooth": 0.0, "feather": 1.5, "contrast": 0.0, "shift_edge": -0.25}
+    assert info["refine_labels"][3].startswith("classical — ")  # the daemon's model note beside the name
     for name in ("dialog", "menu"):
         png = out / f"{name}.png"
         assert png.stat().st_size > 2000

@@ -282,8 +282,10 @@ def matte_action(procedure, run_mode, image, drawables, config, op):
     fmt = L.pixel_format(image.get_precision().value_nick)
     layer_rect = _layer_rect(layer)
     band_px = C.resolve_band_px(config.get_property("band-width"), layer_rect.width, layer_rect.height)
+    edges = {name: config.get_property(name.replace("_", "-")) for name, _, _, _ in C.EDGE_CONTROLS}
     try:
-        params = C.job_params(op, model=config.get_property("model"), band_px=band_px, amount_percent=config.get_property("amount"), output=output)
+        params = C.job_params(op, model=config.get_property("model"), band_px=band_px, amount_percent=config.get_property("amount"), output=output,
+                              edges=edges, layer_size=(layer_rect.width, layer_rect.height))
     except C.PluginError as exc:
         return _error(procedure, str(exc), Gimp.PDBStatusType.CALLING_ERROR)
     got = _job(procedure, run_mode, image, layer, op, params, fmt, band_px)
@@ -382,6 +384,10 @@ class MatteKit(Gimp.PlugIn):
             procedure.add_choice_argument("model", "_Model", "Which model finds the subject or solves the edge", _choice(models), "auto", _RW)
             procedure.add_int_argument("band-width", "Edge _band width", "Width of the uncertain edge band in pixels (0 = automatic)",
                                        0, 1024, 0, _RW)
+            # Select and Mask's edge controls (the shared core's list; the daemon applies them in this order).
+            for key, label, lo, hi in C.EDGE_CONTROLS:
+                procedure.add_double_argument(key.replace("_", "-"), label, "0 = off; sizes are a percentage of the layer's short side",
+                                              lo, hi, 0.0, _RW)
         procedure.add_double_argument("amount", "Decontaminate _amount", "How much background colour to remove from edges (%)",
                                       0.0, 100.0, 100.0, _RW)
         outputs = L.OUTPUTS if name != PROC_DECONTAMINATE else L.DECONTAMINATE_OUTPUTS

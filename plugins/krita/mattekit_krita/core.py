@@ -58,7 +58,8 @@ def read_request(doc: Any, node: Any, action: str, options: Options) -> Tuple[Re
     rect, band_px, selection = logic.plan_crop(action, options, canvas, selection)
     pixels = read_pixels(node, rect.x, rect.y, rect.width, rect.height)
     req = logic.build_request(action, options, fmt, rect.width, rect.height, pixels, selection,
-                              supports_mask=supports_transparency_mask(doc), x=rect.x, y=rect.y, band_px=band_px)
+                              supports_mask=supports_transparency_mask(doc), x=rect.x, y=rect.y, band_px=band_px,
+                              canvas_size=(canvas.width, canvas.height))
     return req, pixels
 
 

@@ -1,4 +1,4 @@
-"""The options dialog: subject and refine models, edge band width, decontaminate amount, output.
+"""The options dialog: subject and refine models, edge band width, edge controls, decontaminate amount, output.
 
 The model lists are auto / portrait / general, then what the daemon's ``hello`` reports
 as installed (the shared core's ``model_choices``).
@@ -13,7 +13,7 @@ from . import logic
 from .bridge import editor_core as shared
 from .logic import Options
 from .qt_compat import (
-    QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel,
+    QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
     QSlider, QSpinBox, QVBoxLayout, Qt, exec_,
 )
 
@@ -48,6 +48,18 @@ class OptionsDialog(QDialog):
         band_row.addWidget(self.band_auto)
         band_row.addWidget(self.band, 1)
         form.addRow("Edge band width:", band_row)
+
+        # Select and Mask's edge controls, applied by the daemon in this order (shared.EDGE_CONTROLS).
+        self.edges: dict = {}
+        for name, label, lo, hi in shared.EDGE_CONTROLS:
+            box = QDoubleSpinBox()
+            box.setRange(lo, hi)
+            box.setDecimals(2 if name != "contrast" else 0)
+            box.setSingleStep(0.1 if name != "contrast" else 5)
+            box.setSuffix(" %")
+            box.setToolTip("0 = off. Sizes are a percentage of the canvas's short side.")
+            self.edges[name] = box
+            form.addRow(label.replace("_", "").split(" (")[0] + ":", box)
 
         amount_row = QHBoxLayout()
         self.amount_slider = QSlider(Qt.Orientation.Horizontal)
@@ -93,6 +105,8 @@ class OptionsDialog(QDialog):
         self.band.setEnabled(o.band_px is not None)
         self.amount.setValue(o.amount)
         self.output.setCurrentIndex(max(0, self.output.findData(o.output)))
+        for name, box in self.edges.items():
+            box.setValue(float(getattr(o, name)))
 
     def options(self) -> Options:
         return Options(
@@ -101,6 +115,7 @@ class OptionsDialog(QDialog):
             band_px=None if self.band_auto.isChecked() else int(self.band.value()),
             amount=int(self.amount.value()),
             output=self.output.currentData(),
+            **{name: float(box.value()) for name, box in self.edges.items()},
         ).validate()
 
 

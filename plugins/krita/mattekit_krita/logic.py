@@ -97,6 +97,11 @@ class Options:
     band_px: Optional[int] = None  # None = automatic width
     amount: int = 100  # decontaminate amount, percent
     output: str = "selection"  # OUTPUTS
+    # Edge controls (core.EDGE_CONTROLS): sizes in percent of the canvas's short side, contrast in percent; 0 = off.
+    smooth: float = 0.0
+    feather: float = 0.0
+    contrast: float = 0.0
+    shift_edge: float = 0.0
 
     def validate(self) -> "Options":
         for key in ("model", "refine_model"):
@@ -106,10 +111,18 @@ class Options:
             raise PluginError(f"edge band width must be automatic or 1..{BAND_MAX_PX} px")
         if isinstance(self.amount, bool) or not isinstance(self.amount, int) or not 0 <= self.amount <= 100:
             raise PluginError("decontaminate amount must be 0..100 %")
+        for name, label, lo, hi in core.EDGE_CONTROLS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                raise PluginError(f"{label.replace('_', '')} must be {lo:g}..{hi:g}")
         if not isinstance(self.output, str):
             raise PluginError(f"unknown output {self.output!r}")
         self.output = core.normalize_output(self.output)
         return self
+
+    def edges(self) -> Dict[str, float]:
+        """The edge controls by job parameter name (for core.job_params)."""
+        return {name: float(getattr(self, name)) for name, _, _, _ in core.EDGE_CONTROLS}
 
     def model_for(self, action: str) -> str:
         return self.refine_model if action == "refine" else self.model
@@ -127,7 +140,7 @@ class Options:
         if not isinstance(d, dict):
             d = {}
         opts = cls()
-        for key in ("model", "refine_model", "band_px", "amount", "output"):
+        for key in ("model", "refine_model", "band_px", "amount", "output", *(c[0] for c in core.EDGE_CONTROLS)):
             if key in d:
                 trial = Options(**{**asdict(opts), key: d[key]})
                 try:
@@ -194,12 +207,15 @@ def build_request(
     x: int = 0,
     y: int = 0,
     band_px: Optional[int] = None,
+    canvas_size: Optional[Tuple[int, int]] = None,
 ) -> Request:
     """Turn an action, its options and the pixels read from Krita (already cropped) into a daemon request.
 
     pixels: ``width*height*fmt.pixel_bytes`` bytes as ``Node.pixelData`` returns them.
     selection: ``width*height`` bytes (``Selection.pixelData``) or None when nothing is selected.
     band_px: the resolved band (``plan_crop``); None: resolved from this request's size.
+    canvas_size: (width, height) of the whole canvas, which the edge controls' percentages are of
+    (a crop must not change them); None: this request's size.
 
     - select_subject: the image; the selection, if any, goes along as guidance (the subject stays inside it).
     - refine: the image and the selection as guidance (a selection is required).
@@ -233,7 +249,8 @@ def build_request(
     inputs = [image] + ([mask("guidance", selection)] if selection is not None else [])
     # Selections and masks are 8-bit in Krita; a cut-out layer's alpha keeps the layer's precision.
     params = core.job_params(action, model=options.model_for(action), band_px=band, amount_percent=options.amount, output=output,
-                             alpha_dtype=fmt.dtype if output == "layer" else "u8")
+                             alpha_dtype=fmt.dtype if output == "layer" else "u8", edges=options.edges(),
+                             layer_size=canvas_size or (width, height))
     return Request(action, action, width, height, fmt, output, params, inputs, x, y)
 
 

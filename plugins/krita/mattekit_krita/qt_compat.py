@@ -43,6 +43,7 @@ QVBoxLayout = QtWidgets.QVBoxLayout
 QHBoxLayout = QtWidgets.QHBoxLayout
 QComboBox = QtWidgets.QComboBox
 QSpinBox = QtWidgets.QSpinBox
+QDoubleSpinBox = QtWidgets.QDoubleSpinBox
 QSlider = QtWidgets.QSlider
 QCheckBox = QtWidgets.QCheckBox
 QLabel = QtWidgets.QLabel
