@@ -16,6 +16,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from mattekit import cli
+from mattekit.catalog import Catalog
 from mattekit.engine import Engine
 from synth import soft_disc
 
@@ -220,7 +221,7 @@ def test_the_python_api_warns_of_an_empty_selection(monkeypatch):
             return np.zeros(image.shape[:2], np.float32)
 
     engine = Engine(learned=True)
-    monkeypatch.setattr(Engine, "available_models", lambda self: {"trimap_free": ["flat"], "guided": ["classical"], "foreground": ["classical"]})
+    monkeypatch.setattr(Engine, "catalog", lambda self: Catalog({"trimap_free": ["flat"], "guided": ["classical"], "foreground": ["classical"]}))
     engine._runtimes["flat@auto"] = Flat()
     monkeypatch.setattr(api, "_ENGINE", engine)
     with warnings.catch_warnings(record=True) as seen:

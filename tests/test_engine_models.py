@@ -252,3 +252,26 @@ def test_capabilities_are_read_without_importing_torch(mk_env):
     assert out.stdout.rstrip().endswith("['foreground', 'guided', 'trimap_free']")
     if _cpu_only_torch():
         assert out.stdout.startswith("False ['cpu'] ")
+
+
+def test_a_job_reads_the_weights_registry_once_and_a_new_model_is_seen_by_the_next_job(mk_env, monkeypatch):
+    """Model choice is one snapshot per job (mattekit.catalog): a refine asks for its refiner and its
+    colour estimator, but the registry is read once; weights registered between jobs are used."""
+    from mattekit import protocol as P
+    from mattekit import weights_index
+    from mattekit.engine import Engine
+    from mattekit.models import prn
+
+    reads = []
+    real = weights_index.list_weights
+    monkeypatch.setattr(weights_index, "list_weights", lambda: reads.append(1) or real())
+    img, disc = _image()
+    si, a = P.buffer_from_array("image", img)
+    sg, g = P.buffer_from_array("guidance", (disc * 255).astype(np.uint8), order="Y")
+    params = P.check_job("refine", {"band_px": 6, "outputs": ["alpha", "foreground"]}, [si, sg])
+    e = Engine()
+    out = e.run("refine", params, {"image": a, "guidance": g}, [si, sg], lambda *a, **k: None)
+    assert out.meta["model"] == "classical" and len(reads) == 1
+    _register("late-prn", "prn", prn.light_config())
+    out = e.run("refine", params, {"image": a, "guidance": g}, [si, sg], lambda *a, **k: None)
+    assert out.meta["model"] == "late-prn" and len(reads) == 2

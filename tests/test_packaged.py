@@ -14,6 +14,7 @@ import pytest
 
 from mattekit import config, packaged
 from mattekit import protocol as P
+from mattekit.catalog import Catalog
 from mattekit.engine import Engine, stretch_confidence, uncertain_trimap
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -184,7 +185,7 @@ def test_an_empty_or_full_selection_is_never_silent(daemon, monkeypatch, value, 
     d, c = daemon
     eng = d.engine
     eng.learned = True
-    monkeypatch.setattr(Engine, "available_models", lambda self: {"trimap_free": ["flat"], "guided": ["classical"], "foreground": ["classical"]})
+    monkeypatch.setattr(Engine, "catalog", lambda self: Catalog({"trimap_free": ["flat"], "guided": ["classical"], "foreground": ["classical"]}))
     eng._runtimes["flat@auto"] = _Flat(value)
     res = c.select_subject(np.full((40, 50, 4), 128, np.uint8))
     assert any(says in w for w in res.header["warnings"]), res.header.get("warnings")
@@ -197,7 +198,7 @@ def test_the_cli_reports_an_empty_selection_with_exit_code_3(daemon, monkeypatch
 
     d, c = daemon
     d.engine.learned = True
-    monkeypatch.setattr(Engine, "available_models", lambda self: {"trimap_free": ["flat"], "guided": ["classical"], "foreground": ["classical"]})
+    monkeypatch.setattr(Engine, "catalog", lambda self: Catalog({"trimap_free": ["flat"], "guided": ["classical"], "foreground": ["classical"]}))
     d.engine._runtimes["flat@auto"] = _Flat(0.0)
     import cv2
 

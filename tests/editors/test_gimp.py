@@ -254,23 +254,23 @@ def test_refine_to_layer_mask_equals_daemon(batch, case):
     np.testing.assert_array_equal(got, full)
 
 
-def test_refine_to_new_layer_equals_daemon(batch):
-    meta = batch["metas"]["r8_new"]
+def _new_layer_result(batch, case, dtype):
+    """(daemon result, rect, crop, the new layer's pixels) of a refine whose output is a new layer without a mask."""
+    meta = batch["metas"][case]
     assert meta["status"] == "success", meta
-    res, rect, _, _ = _expected_refine(batch, "r8_new")
+    res, rect, _, crop = _expected_refine(batch, case)
     nl = meta["new_layer"]
     assert nl["offsets"] == [rect.x, rect.y] and nl["size"] == [rect.width, rect.height] and not nl["has_mask"]
-    got = load(batch["root"], "main", "r8_new", "new_rgba.bin", "u8", (rect.height, rect.width, 4))
+    return res, rect, crop, load(batch["root"], "main", case, "new_rgba.bin", dtype, (rect.height, rect.width, 4))
+
+
+def test_refine_to_new_layer_equals_daemon(batch):
+    res, _, _, got = _new_layer_result(batch, "r8_new", "u8")
     np.testing.assert_array_equal(got, res.foreground)
 
 
 def test_refine_to_new_cut_out_layer_16bit(batch):
-    meta = batch["metas"]["r16_layer"]
-    assert meta["status"] == "success", meta
-    res, rect, _, crop = _expected_refine(batch, "r16_layer")
-    nl = meta["new_layer"]
-    assert nl["offsets"] == [rect.x, rect.y] and nl["size"] == [rect.width, rect.height] and not nl["has_mask"]
-    got = load(batch["root"], "main", "r16_layer", "new_rgba.bin", "u16", (rect.height, rect.width, 4))
+    res, _, crop, got = _new_layer_result(batch, "r16_layer", "u16")
     np.testing.assert_array_equal(got[..., :3], crop[..., :3])  # the original colours, 16 bits kept
     hi = 65535
     np.testing.assert_array_equal(got[..., 3], (crop[..., 3].astype(np.int64) * res.alpha + hi // 2) // hi)  # own alpha x matte
