@@ -44,6 +44,8 @@ import zmq
 from . import __version__, config
 from . import protocol as P
 
+#: First byte of the route frame of a worker reply: the job's final reply, or one of its progress events.
+_FINAL, _PROGRESS = b"F", b"P"
 #: How long the daemon's socket keeps trying to deliver queued replies when it stops (ms).
 SHUTDOWN_LINGER_MS = 1000
 
@@ -469,10 +471,12 @@ class Daemon:
 
     # ---- I/O loop
 
-    def _send(self, peer: bytes, header: dict[str, Any], frames: list[Any] = ()) -> bool:
+    def _send(self, peer: bytes, header: dict[str, Any] | bytes, frames: list[Any] = ()) -> bool:
+        """header: a dict, or already encoded (the worker's replies pass through as they came)."""
         try:
             # NOBLOCK: a client that stops reading must never stall the I/O loop.
-            self.router.send_multipart([peer, P.encode_header(header), *frames], flags=zmq.NOBLOCK, copy=False)
+            encoded = header if isinstance(header, (bytes, zmq.Frame)) else P.encode_header(header)
+            self.router.send_multipart([peer, encoded, *frames], flags=zmq.NOBLOCK, copy=False)
             return True
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:  # the client is gone: its work is pointless
@@ -544,15 +548,15 @@ class Daemon:
                 parts = self.replies.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            peer, header_frame, *frames = parts
-            header = P.decode_header(header_frame.bytes, max_bytes=1 << 24, max_depth=64)
-            key = (peer.bytes, header["id"])
-            if header["op"] in ("result", "error"):
+            # [peer, route, header, *frames]: route is b"F" + job id for a job's final reply, b"P" + id
+            # for progress (the worker has set the job's stage and fraction); the header is sent on as is.
+            peer, route, header_frame, *frames = parts
+            kind, key = route.bytes[:1], (peer.bytes, route.bytes[1:].decode())
+            if kind == _FINAL:
                 self.jobs.pop(key, None)
             elif key in self.jobs:
-                job = self.jobs[key]
-                job.stage, job.fraction, job.last_sent = header.get("stage", job.stage), header.get("fraction", job.fraction), time.monotonic()
-            self._send(peer.bytes, header, frames)
+                self.jobs[key].last_sent = time.monotonic()
+            self._send(peer.bytes, header_frame, frames)
             del parts, frames
 
     def _receive(self) -> bool:
@@ -714,7 +718,7 @@ class Daemon:
                     self.running = None
                     job.frames = []  # drop the request buffers now, not when the dict entry goes
                 # Only now the final reply: a client that sees it also sees the worker idle.
-                push.send_multipart([job.peer, P.encode_header(header), *frames], copy=False)
+                push.send_multipart([job.peer, _FINAL + job.id.encode(), P.encode_header(header), *frames], copy=False)
                 # Idle workers must not pin the last job's result arrays until the next job.
                 del job, header, frames
                 self._read_capabilities()  # weights imported meanwhile show up in `hello`
@@ -728,7 +732,8 @@ class Daemon:
             if job.cancel.is_set():
                 raise Cancelled()
             frames = extra.pop("frames", [])
-            push.send_multipart([job.peer, P.encode_header(P.progress_header(job.id, stage, fraction, **extra)), *frames], copy=False)
+            job.stage, job.fraction = stage, fraction  # for the I/O thread's keepalives
+            push.send_multipart([job.peer, _PROGRESS + job.id.encode(), P.encode_header(P.progress_header(job.id, stage, fraction, **extra)), *frames], copy=False)
 
         t0 = time.perf_counter()
         try:
