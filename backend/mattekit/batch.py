@@ -213,14 +213,12 @@ def edge_params_from_args(args: argparse.Namespace) -> dict[str, Any]:
             value: Any = float(text)
         except ValueError:
             value = text  # "1.5%" or "12px": the protocol's own forms
-        if key == "contrast":
-            if isinstance(value, str) or not 0 <= value <= 100:
-                raise UsageError(f"{flag} must be a number 0..100 (percent), got {text}")
-        else:
-            try:
-                P.parse_edge_size(key, value)
-            except P.ProtocolError as exc:
-                raise UsageError(f"{flag}: {exc.message}") from None
+        try:
+            P.parse_contrast(value) if key == "contrast" else P.parse_edge_size(key, value)
+        except P.ProtocolError as exc:
+            if key == "contrast":  # the flag's own words: the CLI user never sees a parameter name
+                raise UsageError(f"{flag} must be a number 0..100 (percent), got {text}") from None
+            raise UsageError(f"{flag}: {exc.message}") from None
         params[key] = value
     return params
 

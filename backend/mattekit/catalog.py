@@ -41,18 +41,24 @@ def _task_of_arch(arch: str) -> str:
         return ""
 
 
+def _classical_only() -> dict[str, list[str]]:
+    """Each task's methods when no weights are installed."""
+    return {"trimap_free": [], "guided": ["classical"], "foreground": ["classical"]}
+
+
 @dataclass(frozen=True)
 class Catalog:
     """A snapshot of the installed methods. by_task: task -> names (classical included where it exists);
     people: people-only subject models; not_auto: entries marked unfit for `auto` (measured weaker);
     onnx: registry-packaged models (run by `packaged.PackagedSubject`) -> entry; scores: name ->
-    `weights_index.subject_score` (measured test-split numbers)."""
+    `weights_index.subject_score` (measured test-split numbers); entries: every registry entry read."""
 
-    by_task: dict[str, list[str]] = field(default_factory=lambda: {"trimap_free": [], "guided": ["classical"], "foreground": ["classical"]})
+    by_task: dict[str, list[str]] = field(default_factory=lambda: _classical_only())
     people: frozenset[str] = frozenset()
     not_auto: frozenset[str] = frozenset()
     onnx: dict[str, dict[str, Any]] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def ranked(self, task: str, requested: str) -> list[str]:
         """Every installed method ``requested`` may use for ``task``, best first (see `choose`)."""
@@ -103,12 +109,13 @@ def read_catalog(learned: bool = True) -> Catalog:
     """The registry now, as a Catalog. learned False: the classical methods only (no weights looked up)."""
     if not learned:
         return Catalog()
-    by_task: dict[str, list[str]] = {"trimap_free": [], "guided": ["classical"], "foreground": ["classical"]}
-    people, not_auto, onnx, scores = set(), set(), {}, {}
+    by_task = _classical_only()
+    people, not_auto, onnx, scores, entries = set(), set(), {}, {}, {}
     try:
         from .weights_index import list_weights, subject_score
 
-        for name, entry in list_weights().items():
+        entries = list_weights()
+        for name, entry in entries.items():
             task = entry.get("task") or _task_of_arch(entry.get("arch", ""))
             if task in by_task:
                 by_task[task].append(name)
@@ -125,4 +132,4 @@ def read_catalog(learned: bool = True) -> Catalog:
                 scores[name] = score
     except Exception as exc:  # no weights registry yet, or torch missing
         log.debug("no learned models: %s", exc)
-    return Catalog(by_task, frozenset(people), frozenset(not_auto), onnx, scores)
+    return Catalog(by_task, frozenset(people), frozenset(not_auto), onnx, scores, entries)

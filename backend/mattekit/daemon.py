@@ -471,7 +471,7 @@ class Daemon:
 
     # ---- I/O loop
 
-    def _send(self, peer: bytes, header: dict[str, Any] | bytes, frames: list[Any] = ()) -> bool:
+    def _send(self, peer: bytes, header: dict[str, Any] | bytes | zmq.Frame, frames: list[Any] = ()) -> bool:
         """header: a dict, or already encoded (the worker's replies pass through as they came)."""
         try:
             # NOBLOCK: a client that stops reading must never stall the I/O loop.
@@ -674,25 +674,10 @@ class Daemon:
     def _read_capabilities(self) -> None:
         """Worker thread: (re)read the engine's models and devices for `hello`."""
         try:
-            caps = dict(self.engine.capabilities())
-            caps["model_notes"] = self._model_notes(caps.get("models") or {})
-            self.capabilities = caps
+            self.capabilities = self.engine.capabilities()
         except Exception as exc:  # a broken model directory must not keep `hello` waiting forever
             log.error("could not list the engine's models: %s", exc)
             self.capabilities = {"models": {}, "devices": ["cpu"], "capabilities_error": str(exc)[:300]}
-
-    @staticmethod
-    def _model_notes(models: dict[str, list[str]]) -> dict[str, str]:
-        """hello's ``model_notes``: a line per listed model, from the weights registry (mattekit.model_notes)."""
-        from .model_notes import model_notes
-        from .weights_index import list_weights
-
-        try:
-            weights = list_weights() if any(n != "classical" for names in models.values() for n in names) else {}
-        except Exception as exc:  # a broken registry: the engine has listed what it could, notes are extra
-            log.warning("no model notes: %s", exc)
-            weights = {}
-        return model_notes(models, weights)
 
     # ---- worker thread
 

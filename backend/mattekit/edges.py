@@ -208,7 +208,7 @@ def has_edge_params(params: dict[str, Any]) -> bool:
 
 
 def _amount(name: str, value: Any) -> float:
-    return float(value) if name == "contrast" else P.parse_edge_size(name, value)[0]
+    return P.parse_contrast(value) if name == "contrast" else P.parse_edge_size(name, value)[0]
 
 
 def apply_edge_params(alpha: np.ndarray, params: dict[str, Any], progress: ProgressFn | None = None) -> np.ndarray:
@@ -222,7 +222,7 @@ def apply_edge_params(alpha: np.ndarray, params: dict[str, Any], progress: Progr
     steps: list[Callable[[np.ndarray, ProgressFn | None], np.ndarray]] = [
         lambda a, p: smooth(a, px["smooth"], p),
         lambda a, p: feather(a, px["feather"], p),
-        lambda a, p: contrast(a, float(params.get("contrast", 0))),
+        lambda a, p: contrast(a, P.parse_contrast(params.get("contrast", 0))),
         lambda a, p: shift_edge(a, px["shift_edge"], p),
     ]
     out = np.asarray(alpha, dtype=np.float32)

@@ -20,9 +20,10 @@ import numpy as np
 from . import config, imageops
 from . import protocol as P
 from . import trimap as trimap_rules
-# The wire codec and the band rules have their own modules; their names stay importable from here.
 from .catalog import Catalog, read_catalog
 from .edges import apply_edge_params
+from .model_notes import model_notes
+# The wire codec and the band rules have their own modules; their names stay importable from here.
 from .codec import decode_image, decode_mask, encode_alpha, encode_foreground  # noqa: F401
 from .trimap import snap_trimap, uncertain_trimap, within_selection  # noqa: F401
 
@@ -54,7 +55,10 @@ class Engine:
     # ---- what is installed
 
     def capabilities(self) -> dict[str, Any]:
-        return {"models": self.available_models(), "devices": self.devices()}
+        """hello's models by task, a one-line note on each (`model_notes`) and the devices: one registry read."""
+        catalog = self.catalog()
+        return {"models": catalog.by_task, "model_notes": model_notes(catalog.by_task, catalog.entries),
+                "devices": self.devices()}
 
     @staticmethod
     def devices() -> list[str]:

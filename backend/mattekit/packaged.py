@@ -340,7 +340,7 @@ def torch_copy(name: str, onnx: Path, dest: Path) -> dict:
     })
 
 
-def onnx_parity(model: Any, onnx: Path, sizes: tuple[tuple[int, int], ...] = ((64, 96), (96, 64))) -> float:
+def onnx_parity(model: Any, onnx: Path, sizes: tuple[tuple[int, int], ...]) -> float:
     """Max |difference| between a torch copy's `export_output` and the ONNX file's first output, on
     seeded random inputs in [-1, 1] of each (H, W) in `sizes`."""
     import onnxruntime as ort

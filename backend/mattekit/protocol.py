@@ -351,9 +351,7 @@ def check_job(op: str, params: Any, specs: Sequence[BufferSpec]) -> dict[str, An
         raise ProtocolError(E_BAD_PARAMS, "'preview' must be a boolean")
     for name in EDGE_SIZES:
         parse_edge_size(name, p[name])
-    c = p["contrast"]
-    if type(c) not in (int, float) or not 0 <= c <= 100:
-        raise ProtocolError(E_BAD_PARAMS, f"'contrast' must be a number 0..100 (percent); got {c!r}")
+    parse_contrast(p["contrast"])
 
     by_name = {s.name: s for s in specs}
     need, optional = JOB_INPUTS[op], JOB_OPTIONAL_INPUTS[op]
@@ -405,6 +403,13 @@ def parse_edge_size(name: str, value: Any) -> tuple[float, str]:
     if not lowest <= amount <= limit:
         raise ProtocolError(E_BAD_PARAMS, f"{what}; got {value!r}")
     return float(amount), unit
+
+
+def parse_contrast(value: Any) -> float:
+    """The edge control ``contrast``: a number 0..100 (percent) -> float; ProtocolError naming it."""
+    if type(value) not in (int, float) or not 0 <= value <= 100:
+        raise ProtocolError(E_BAD_PARAMS, f"'contrast' must be a number 0..100 (percent); got {value!r}")
+    return float(value)
 
 
 def edge_size_px(name: str, value: Any, width: int, height: int) -> float:

@@ -19,6 +19,7 @@ from mattekit.imageops import ProgressFn
 SOFT_LOW = 0.05
 SOFT_HIGH = 0.95
 
+
 def is_trimap(guidance: np.ndarray, tol: float = 1e-3) -> bool:
     """True when every value is within `tol` of {0, 0.5, 1} and some pixel is unknown (0.5)."""
     g = np.asarray(guidance, dtype=np.float32).reshape(-1)
