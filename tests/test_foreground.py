@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mattekit import foreground
+from mattekit import foreground, imageops
 from synth import soft_disc
 
 
@@ -141,6 +141,42 @@ def test_decontaminating_in_one_buffer_equals_estimating_then_blending(amount):
         assert np.abs(one[..., :3] - image)[foreground.soft_region(alpha)].max() > 0.01  # edge colours changed
 
 
+@pytest.mark.parametrize("amount", [1.0, 0.6, 0.0])
+def test_a_foreground_written_straight_into_the_wire_buffer_equals_the_float_path_encoded(amount):
+    """The daemon's integer fast path: bit for bit what the float RGBA would encode to, in both
+    channel orders and depths, with and without a layer alpha; a frame large enough (> dense_px)
+    that the estimate is kept only near the band and the rest is never read."""
+    image, alpha, _ = synth(560, 600, 160)
+    alpha[:7] = 0.0
+    alpha[-7:] = 1.0
+    assert alpha.size > (1 << 18)
+    layer = np.random.default_rng(3).random(alpha.shape, dtype=np.float32)
+    rgba = foreground.classical_decontaminate(image, alpha, amount)
+    for la in (None, layer):
+        ref = rgba.copy()
+        if la is not None:
+            ref[..., 3] *= la
+        for dtype in (np.uint8, np.uint16):
+            want = imageops.from_float(ref, dtype)
+            for bgr in (False, True):
+                got = foreground.classical_decontaminate_encoded(image, alpha, amount, dtype, bgr=bgr, layer_alpha=la)
+                assert got.dtype == dtype and got.shape == (560, 600, 4)
+                np.testing.assert_array_equal(got, want[..., [2, 1, 0, 3]] if bgr else want)
+
+
+def test_a_directly_encoded_foreground_without_soft_pixels_is_the_image_and_rejects_bad_arguments():
+    image, alpha, _ = synth(40, 50, 12)
+    hard = (alpha > 0.5).astype(np.float32)
+    got = foreground.classical_decontaminate_encoded(image, hard, 1.0, np.uint8)
+    np.testing.assert_array_equal(got, imageops.from_float(np.dstack([image, hard]), np.uint8))
+    with pytest.raises(TypeError, match="float32"):
+        foreground.classical_decontaminate_encoded(image, alpha, 1.0, np.float32)
+    with pytest.raises(ValueError, match="amount"):
+        foreground.classical_decontaminate_encoded(image, alpha, 1.5, np.uint8)
+    with pytest.raises(ValueError, match="differ in size"):
+        foreground.classical_decontaminate_encoded(image, alpha[1:], 1.0, np.uint8)
+
+
 def test_warm_up_compiles_every_kernel_of_the_foreground_solver():
     """No first big job may wait for numba: the band masks' kernels run only on levels above
     dense_px, which the 24 px warm-up image has none of unless it asks. A fresh process, so that
@@ -158,6 +194,7 @@ def test_warm_up_compiles_every_kernel_of_the_foreground_solver():
                          env={**os.environ, "PYTHONPATH": src})
     assert run.returncode == 0, run.stderr
     counts = ast.literal_eval(run.stdout.strip().splitlines()[-1])
-    assert set(counts) == {"sums", "soft_rows", "dilate_columns", "initialise", "sweep", "finish"}
+    assert set(counts) == {"sums", "soft_rows", "dilate_columns", "initialise", "sweep", "finish", "emit"}
     assert all(n >= 1 for n in counts.values()), counts
     assert counts["sweep"] >= 2  # C arrays and the view into an RGBA buffer
+    assert counts["emit"] >= 2  # 8- and 16-bit wire buffers

@@ -67,7 +67,19 @@ def encode_foreground(rgba: np.ndarray, spec: P.BufferSpec, progress: ProgressFn
     if spec.transfer == "linear":
         rgba[..., :3] = imageops.srgb_to_linear(rgba[..., :3])
     out = imageops.from_float(rgba, P.numpy_dtype(spec.dtype), progress=progress)
-    order = "BGRA" if spec.order.startswith("BGR") else "RGBA"
-    if order == "BGRA":
+    fspec = foreground_spec(spec)
+    if fspec.order == "BGRA":
         out = out[..., [2, 1, 0, 3]]  # reorder the (smaller) encoded array, not the float one
-    return P.BufferSpec("foreground", spec.width, spec.height, spec.dtype, order, spec.transfer), np.ascontiguousarray(out)
+    return fspec, np.ascontiguousarray(out)
+
+
+def foreground_spec(spec: P.BufferSpec) -> P.BufferSpec:
+    """The foreground's wire spec for an image of `spec`: four channels in its order, dtype and transfer."""
+    order = "BGRA" if spec.order.startswith("BGR") else "RGBA"
+    return P.BufferSpec("foreground", spec.width, spec.height, spec.dtype, order, spec.transfer)
+
+
+def direct_foreground_encoding(spec: P.BufferSpec) -> bool:
+    """Whether the classical foreground can be written straight into the wire buffer
+    (`foreground.classical_decontaminate_encoded`): integer sRGB-encoded images."""
+    return spec.dtype in ("u8", "u16") and spec.transfer != "linear"

@@ -24,7 +24,7 @@ from .catalog import Catalog, read_catalog
 from .edges import apply_edge_params
 from .model_notes import model_notes
 # The wire codec and the band rules have their own modules; their names stay importable from here.
-from .codec import decode_image, decode_mask, encode_alpha, encode_foreground  # noqa: F401
+from .codec import decode_image, decode_mask, direct_foreground_encoding, encode_alpha, encode_foreground, foreground_spec  # noqa: F401
 from .trimap import snap_trimap, uncertain_trimap, within_selection  # noqa: F401
 
 log = logging.getLogger("mattekit.engine")
@@ -194,12 +194,7 @@ class Engine:
         if "foreground" in params["outputs"] or op == "decontaminate":
             t2 = time.perf_counter()
             amount = config.DECONTAMINATE_AMOUNT if params["amount"] is None else float(params["amount"])
-            rgba, meta["foreground_model"] = self.foreground(image, alpha, amount, params, progress)
-            del image  # the largest input: not needed past here (100 MP: 1.2 GB)
-            if layer_alpha is not None:
-                rgba[..., 3] *= layer_alpha
-            progress("encode", 0.95)
-            out.buffers["foreground"] = encode_foreground(rgba, ispec, progress=lambda f: progress("encode", 0.95 + 0.04 * f))
+            out.buffers["foreground"], meta["foreground_model"] = self.foreground(image, alpha, layer_alpha, amount, ispec, params, progress)
             timings["foreground_s"] = time.perf_counter() - t2
         progress("encode", 0.99)
         meta["timings"] = {k: round(v, 4) for k, v in timings.items()}
@@ -294,18 +289,30 @@ class Engine:
         spec, arr = encode_alpha(small, "u8")
         progress("preview", 0.35, buffers=[spec.to_json()], frames=[arr])
 
-    def foreground(self, image: np.ndarray, alpha: np.ndarray, amount: float, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
-        """-> (decontaminated RGBA float32 (H, W, 4), the estimator's name)."""
+    def foreground(self, image: np.ndarray, alpha: np.ndarray, layer_alpha: np.ndarray | None, amount: float,
+                   ispec: P.BufferSpec, params: dict[str, Any], progress: Progress) -> tuple[tuple[P.BufferSpec, np.ndarray], str]:
+        """The decontaminated foreground, alpha times the layer's own -> (the wire buffer in the
+        image's dtype, order and transfer, the estimator's name)."""
         from . import foreground as fg
 
         # The `model` parameter names the alpha model; the colour estimator follows it only for "classical".
         method = self.classical_if_thin(
             self.choose_method("foreground", "classical" if params["model"] == "classical" else "auto"), alpha.shape)
         progress("foreground", 0.82, model=method)
+        if method == "classical" and direct_foreground_encoding(ispec):
+            rgba8 = fg.classical_decontaminate_encoded(image, alpha, amount, P.numpy_dtype(ispec.dtype), bgr=ispec.order.startswith("BGR"),
+                                                       layer_alpha=layer_alpha, progress=lambda f: progress("foreground", 0.82 + 0.13 * f),
+                                                       encode_progress=lambda f: progress("encode", 0.95 + 0.04 * f))
+            return (foreground_spec(ispec), rgba8), method
         if method == "classical":
-            return fg.classical_decontaminate(image, alpha, amount, progress=lambda f: progress("foreground", 0.82 + 0.13 * f)), method
-        est = self.learned_foreground(image, alpha, method, params, lambda f: progress("foreground", 0.82 + 0.1 * f))
-        return fg.decontaminate(image, alpha, est, amount, progress=lambda f: progress("foreground", 0.92 + 0.03 * f)), method
+            rgba = fg.classical_decontaminate(image, alpha, amount, progress=lambda f: progress("foreground", 0.82 + 0.13 * f))
+        else:
+            est = self.learned_foreground(image, alpha, method, params, lambda f: progress("foreground", 0.82 + 0.1 * f))
+            rgba = fg.decontaminate(image, alpha, est, amount, progress=lambda f: progress("foreground", 0.92 + 0.03 * f))
+        if layer_alpha is not None:
+            rgba[..., 3] *= layer_alpha
+        progress("encode", 0.95)
+        return encode_foreground(rgba, ispec, progress=lambda f: progress("encode", 0.95 + 0.04 * f)), method
 
     def learned_foreground(self, image: np.ndarray, alpha: np.ndarray, method: str, params: dict[str, Any], progress: Callable[[float], None]) -> np.ndarray:
         """The colour network on tiles around the soft pixels only; elsewhere F is the image (alpha 0 or 1)."""
@@ -342,6 +349,8 @@ def warm_up() -> None:
     # dense_px=0: the band masks' kernels run too (a 24 px image is otherwise solved densely)
     foreground.estimate_foreground_ml_band(image, alpha, dense_px=0)
     foreground.classical_decontaminate(image, alpha, 0.5)  # the kernels' variants for a view into RGBA
+    for dtype in (np.uint8, np.uint16):  # the integer buffers a foreground is written into directly
+        foreground.classical_decontaminate_encoded(image, alpha, 1.0, dtype)
 
 
 def stretch_confidence(coarse: np.ndarray) -> tuple[np.ndarray, float]:

@@ -215,8 +215,31 @@ def _kernels():
                         for c in range(3):
                             F[y, x, c] = image[y, x, c]
 
+        @njit(cache=True, nogil=True)
+        def emit(image, alpha, F, lo, eps, amount, layer_alpha, rgb_at, scale, out, y0, y1):  # pragma: no cover - numba
+            """The decontaminated RGBA straight into an integer buffer: rgb = image + amount (F - image)
+            on the soft pixels (F itself when amount is 1; F is read nowhere else), the image
+            elsewhere; a = alpha (times the layer's alpha when it has one); each value clipped to
+            [0, 1], times `scale`, rounded half up -- exactly `imageops.from_float` of the float path."""
+            half = np.float32(0.5)
+            one = np.float32(1.0)
+            zero = np.float32(0.0)
+            has_layer = layer_alpha.shape[0] == alpha.shape[0]
+            for y in range(y0, y1):
+                for x in range(alpha.shape[1]):
+                    av = alpha[y, x]
+                    soft = av > lo and av < one - eps
+                    for c in range(3):
+                        v = image[y, x, c]
+                        if soft:
+                            v = F[y, x, c] if amount == one else (F[y, x, c] - v) * amount + v
+                        out[y, x, rgb_at[c]] = np.floor(max(zero, min(one, v)) * scale + half)
+                    if has_layer:
+                        av = av * layer_alpha[y, x]
+                    out[y, x, 3] = np.floor(max(zero, min(one, av)) * scale + half)
+
         _KERNELS = {"sums": sums, "soft_rows": soft_rows, "dilate_columns": dilate_columns,
-                    "initialise": initialise, "sweep": sweep, "finish": finish}
+                    "initialise": initialise, "sweep": sweep, "finish": finish, "emit": emit}
     return _KERNELS
 
 
@@ -272,6 +295,7 @@ def estimate_foreground_ml_band(
     progress: ProgressFn | None = None,
     threads: int = FOREGROUND_THREADS,
     out: np.ndarray | None = None,
+    fill_settled: bool = True,
 ) -> np.ndarray:
     """Germer et al.'s multi-level foreground estimation, updating only pixels near soft alpha.
 
@@ -288,6 +312,9 @@ def estimate_foreground_ml_band(
         raise from it to cancel (the exception propagates once the running pass ends).
     out: float32 (h, w, 3), may be a view (e.g. the colour channels of an RGBA buffer): written and
         returned instead of a new array, which saves a full-frame array and its first touches.
+    fill_settled: False skips the last pass that copies the image to the pixels outside
+        0 < alpha < 1 - eps, for a caller that reads F only on the soft pixels (`emit`): those
+        pixels then hold arbitrary values, and the output's pages are touched only near the band.
     Returns float32 (h, w, 3) in [0, 1]: the estimate where 0 < alpha < 1 - eps, the image elsewhere.
     Memory: the output (12 B/px), two masks (2 B/px), B at the finest level (allocated, but its
     pages are touched only near the band) and the coarser levels (~1/3 of that); the image and
@@ -349,7 +376,8 @@ def estimate_foreground_ml_band(
                 par(k["sweep"], (img, a, my, mx, F, B, active, last_level, reg, gw, parity), h, px)
             advance(px)
         F_prev, B_prev = F, B
-    par(k["finish"], (img, a, lo, eps32, F), h0, h0 * w0)
+    if fill_settled:
+        par(k["finish"], (img, a, lo, eps32, F), h0, h0 * w0)
     if progress is not None:
         progress(1.0)
     return F
@@ -476,6 +504,53 @@ def classical_decontaminate(image: np.ndarray, alpha: np.ndarray, amount: float,
                             progress=lambda f: report(0.9 + 0.1 * f))
         return rgba
     return decontaminate(image, alpha, rgba[..., :3], amount, out=rgba, progress=lambda f: report(0.9 + 0.1 * f))
+
+
+def classical_decontaminate_encoded(image: np.ndarray, alpha: np.ndarray, amount: float, dtype: np.dtype | type | str, *,
+                                    bgr: bool = False, layer_alpha: np.ndarray | None = None,
+                                    progress: ProgressFn | None = None,
+                                    encode_progress: ProgressFn | None = None) -> np.ndarray:
+    """`classical_decontaminate` written straight into an integer RGBA buffer, without a float RGBA frame.
+
+    image float32 (H, W, 3), alpha float32 (H, W), layer_alpha float32 (H, W) or None, all in
+    [0, 1]; dtype uint8 or uint16. Returns (H, W, 4) `dtype`, RGBA (BGRA with `bgr`): bit for bit
+    `imageops.from_float` of `classical_decontaminate(image, alpha, amount)` with its alpha times
+    `layer_alpha`. The estimate is kept only near the band (its pages are touched there), and
+    one pass composes and rounds every pixel: at 12 MP this saves 144 MB of float RGBA, its
+    conversion, and on a VM its first touches.
+    progress: fraction done of the estimate; encode_progress: of the pass that writes the buffer
+        (without it, the last tenth of `progress`). Raise from either to cancel.
+    """
+    if not 0.0 <= amount <= 1.0:
+        raise ValueError(f"amount must be in [0, 1], got {amount}")
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise TypeError(f"unsupported dtype {dt}; expected uint8 or uint16")
+    img = np.ascontiguousarray(image, np.float32)
+    a = np.ascontiguousarray(alpha, np.float32)
+    h, w = a.shape
+    if img.shape != (h, w, 3) or (layer_alpha is not None and np.shape(layer_alpha) != (h, w)):
+        raise ValueError(f"image {img.shape}, alpha {a.shape} and layer alpha {np.shape(layer_alpha)} differ in size")
+    report = progress or (lambda f: None)
+    if encode_progress is None:
+        estimate_share = 0.9
+        encode_progress = lambda f: report(0.9 + 0.1 * f)  # noqa: E731
+    else:
+        estimate_share = 1.0
+    if np.any((a > 0) & (a < 1.0 - ALPHA_EPS)):  # covered, short of opaque: even alpha = 1/1000 shows some F
+        F = estimate_foreground_ml_band(img, a, n_big_iterations=classical_iterations(a), fill_settled=False,
+                                        progress=lambda f: report(estimate_share * f))
+    else:
+        F = np.empty((1, 1, 3), np.float32)  # never read: no pixel is soft
+    la = np.empty((0, 0), np.float32) if layer_alpha is None else np.ascontiguousarray(layer_alpha, np.float32)
+    out = np.empty((h, w, 4), dt)
+    rgb_at = np.array([2, 1, 0] if bgr else [0, 1, 2], np.int64)
+    emit = _kernels()["emit"]
+    args = (img, a, F, np.float32(0.0), np.float32(ALPHA_EPS), np.float32(amount), la, rgb_at,
+            np.float32(np.iinfo(dt).max), out)
+    imageops.run_strips(h, config.STRIP_PX // max(1, w), lambda y0, y1: emit(*args, y0, y1), threads=config.THREADS,
+                        progress=encode_progress)
+    return out
 
 
 def classical_iterations(alpha: np.ndarray) -> int:
