@@ -12,11 +12,13 @@ the frame is cut into tiles to bound memory, and then the tiles run on the threa
 
 from __future__ import annotations
 
+import mmap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from . import config, imageops
@@ -86,44 +88,6 @@ def _kernels():
                         for c in range(3):
                             out[y, 4 + c] += image[y, x, c]
                         out[y, 7] += 1
-
-        @njit(cache=True, nogil=True)
-        def soft_rows(alpha, my, mx, lo, eps, reach, rows, y0, y1):  # pragma: no cover - numba
-            """rows[y] = soft pixels of the level dilated along the row by `reach`, for y in [y0, y1)."""
-            w = rows.shape[1]
-            for y in range(y0, y1):
-                last = -(10**9)
-                for x in range(w):
-                    av = alpha[my[y], mx[x]]
-                    if av > lo and av < 1.0 - eps:
-                        last = x
-                    rows[y, x] = x - last <= reach
-                last = 10**9
-                for x in range(w - 1, -1, -1):
-                    av = alpha[my[y], mx[x]]
-                    if av > lo and av < 1.0 - eps:
-                        last = x
-                    if last - x <= reach:
-                        rows[y, x] = True
-
-        @njit(cache=True, nogil=True)
-        def dilate_columns(rows, active, reach, x0, x1):  # pragma: no cover - numba
-            """active |= rows dilated along columns by `reach`, for columns [x0, x1) (walked in memory order)."""
-            h = rows.shape[0]
-            seen = np.full(x1 - x0, -(10**9), np.int64)
-            for y in range(h):
-                for x in range(x0, x1):
-                    if rows[y, x]:
-                        seen[x - x0] = y
-                    if y - seen[x - x0] <= reach:
-                        active[y, x] = True
-            seen[:] = 10**9
-            for y in range(h - 1, -1, -1):
-                for x in range(x0, x1):
-                    if rows[y, x]:
-                        seen[x - x0] = y
-                    if seen[x - x0] - y <= reach:
-                        active[y, x] = True
 
         @njit(cache=True, nogil=True)
         def initialise(image, alpha, my, mx, py, px, F_prev, B_prev, F, B, active, last_level, y0, y1):  # pragma: no cover - numba
@@ -238,8 +202,7 @@ def _kernels():
                         av = av * layer_alpha[y, x]
                     out[y, x, 3] = np.floor(max(zero, min(one, av)) * scale + half)
 
-        _KERNELS = {"sums": sums, "soft_rows": soft_rows, "dilate_columns": dilate_columns,
-                    "initialise": initialise, "sweep": sweep, "finish": finish, "emit": emit}
+        _KERNELS = {"sums": sums, "initialise": initialise, "sweep": sweep, "finish": finish, "emit": emit}
     return _KERNELS
 
 
@@ -273,6 +236,17 @@ def _in_parallel(fn: Callable[..., object], args: tuple, n: int, threads: int) -
     finally:
         for f in futures:  # never leave a pass running on the pool after we return
             f.result()
+
+
+def _sparse_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float32 array whose memory is committed page by page as it is touched,
+    in small pages: numpy asks the kernel for transparent huge pages on large arrays, and then
+    one touched pixel commits and zeroes 2 MB around it."""
+    n = int(np.prod(shape)) * 4
+    buf = mmap.mmap(-1, max(n, 1))
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        buf.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buf, np.float32, count=n // 4).reshape(shape)
 
 
 def _index_map(n: int, n_from: int) -> np.ndarray:
@@ -352,23 +326,29 @@ def estimate_foreground_ml_band(
     B_prev = (s[4:7] / (s[7] + 1e-5)).astype(np.float32).reshape(1, 1, 3)
     advance(h0 * w0)
     F = F_prev
+    soft0 = None
     for lev, ((h, w), n_iter) in enumerate(zip(sizes, iterations)):
         px = h * w
         hp, wp = F_prev.shape[:2]
         my, mx, py, pxm = _index_map(h, h0), _index_map(w, w0), _index_map(h, hp), _index_map(w, wp)
-        active = np.zeros((h, w), np.bool_)
         if px <= dense_px:
             # Small levels are cheap: iterate everything, so colours diffuse into the settled
             # regions as in the full solver and seed the finer levels well.
-            active[:] = True
+            active = np.ones((h, w), np.bool_)
         else:
-            rows = np.zeros((h, w), np.bool_)
-            par(k["soft_rows"], (a, my, mx, lo, eps32, reach, rows), h, px)
-            par(k["dilate_columns"], (rows, active, reach), w, px)
-            del rows
+            # The level's soft pixels (its alpha is the finest one's through the index maps),
+            # dilated by a (2 reach + 1)-px square: cv2's separable min/max filter.
+            if soft0 is None:
+                soft0 = ((a > lo) & (a < 1.0 - eps32)).view(np.uint8)
+            level_soft = soft0 if (h, w) == (h0, w0) else soft0[my[:, None], mx[None, :]]
+            active = cv2.dilate(level_soft, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)).view(np.bool_)
+            del level_soft
         last_level = lev == n_levels
-        F = out if (last_level and out is not None) else np.empty((h, w, 3), np.float32)
-        B = np.empty((h, w, 3), np.float32)
+        # At the last level only the band's pixels are touched: small pages, so that a strand does not
+        # fault in (and zero) a whole 2 MB huge page of F and of B around it.
+        sparse = last_level and px > dense_px
+        F = out if (last_level and out is not None) else (_sparse_empty((h, w, 3)) if sparse and not fill_settled else np.empty((h, w, 3), np.float32))
+        B = _sparse_empty((h, w, 3)) if sparse else np.empty((h, w, 3), np.float32)
         par(k["initialise"], (img, a, my, mx, py, pxm, F_prev, B_prev, F, B, active, last_level), h, px)
         advance(3 * px)
         for _ in range(n_iter):
