@@ -233,3 +233,27 @@ def test_a_solve_that_jacobi_does_not_finish_continues_with_incomplete_cholesky(
     full = estimate_alpha_cf(image.astype(np.float64), tri.astype(np.float64))
     np.testing.assert_allclose(out, full, atol=2e-3)
     assert capsys.readouterr().out == ""  # pymatting's console warnings, if any, went to the log
+
+
+def test_the_solver_loads_three_pymatting_modules_without_the_whole_package():
+    """pymatting's package __init__ loads every one of its numba kernels (about 1 s of a fresh
+    daemon's first request); refine needs three self-contained modules. A fresh process, so that
+    no earlier test has imported pymatting. A later `import pymatting` reuses the same modules."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import sys; from mattekit.engine import warm_up; warm_up(); "
+             "print(sorted(m for m in sys.modules if m.startswith('pymatting'))); "
+             "import pymatting; "
+             "print(pymatting.cg is sys.modules['pymatting.solver.cg'].cg, "
+             "pymatting.cf_laplacian is sys.modules['pymatting.laplacian.cf_laplacian'].cf_laplacian, "
+             "pymatting.ichol is sys.modules['pymatting.preconditioner.ichol'].ichol)")
+    src = str(Path(__file__).resolve().parents[1] / "backend")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": src})
+    assert run.returncode == 0, run.stderr
+    loaded, reused = run.stdout.strip().splitlines()[-2:]
+    assert loaded == str(["pymatting.laplacian.cf_laplacian", "pymatting.preconditioner.ichol", "pymatting.solver.cg"])
+    assert reused == "True True True"
