@@ -127,7 +127,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_install_plugin(args: argparse.Namespace) -> int:
     from .install import install_plugin
 
-    return install_plugin(args.editor, dry_run=args.dry_run, target=args.target)
+    return install_plugin(args.editor, dry_run=args.dry_run, target=args.target, flatpak=args.flatpak)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("editor", choices=["gimp", "krita"])
     ip.add_argument("--dry-run", action="store_true")
     ip.add_argument("--target", default=None, help="install into this folder instead of the editor's default")
+    ip.add_argument("--flatpak", action="store_true",
+                    help="into the editor's Flatpak (~/.var/app/org.gimp.GIMP or org.kde.krita): the daemon on the host "
+                         "then also serves the sandbox, through a socket and a token copy in the app's folder")
     ip.set_defaults(func=cmd_install_plugin)
     return p
 

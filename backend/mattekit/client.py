@@ -130,7 +130,7 @@ def start_daemon(endpoint: str | None = None, wait_s: float = 60.0) -> bool:
     path = os.environ.get("PYTHONPATH")
     return core.start_daemon(
         [sys.executable, "-m", "mattekit"], endpoint=endpoint or config.default_endpoint(), wait_s=wait_s,
-        env={"PYTHONPATH": src + (os.pathsep + path if path else "")},
+        env={"PYTHONPATH": src + (os.pathsep + path if path else "")}, scrub=False,  # outside editors: the user's environment
     )
 
 

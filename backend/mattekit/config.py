@@ -157,9 +157,14 @@ def config_dir() -> Path:
     return Path(xdg) / "mattekit"
 
 
+def standard_endpoint() -> str:
+    """The user's own daemon: an ipc socket in the runtime directory (the one that also serves sandboxes)."""
+    return f"ipc://{runtime_dir() / 'daemon.sock'}"
+
+
 def default_endpoint() -> str:
-    """The daemon's default endpoint: an ipc socket in the runtime directory."""
-    return os.environ.get("MATTEKIT_ENDPOINT") or f"ipc://{runtime_dir() / 'daemon.sock'}"
+    """The daemon's default endpoint: $MATTEKIT_ENDPOINT, else the standard one."""
+    return os.environ.get("MATTEKIT_ENDPOINT") or standard_endpoint()
 
 
 def ipc_socket_path(endpoint: str) -> Path | None:

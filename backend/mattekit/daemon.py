@@ -36,13 +36,14 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
 import zmq
 
 from . import __version__, config
 from . import protocol as P
+from .sandbox import Sandbox, registered as registered_sandboxes, write_token
 
 #: First byte of the route frame of a worker reply: the job's final reply, or one of its progress events.
 _FINAL, _PROGRESS = b"F", b"P"
@@ -306,10 +307,13 @@ class Daemon:
         max_frame_bytes: int = config.MAX_FRAME_BYTES,
         keepalive_s: float = config.KEEPALIVE_S,
         curve: bool | None = None,
+        sandboxes: Sequence[Sandbox] = (),
     ):
         """``curve``: None = CURVE exactly when ``allow_remote`` (on any address, loopback
         included); a non-loopback endpoint always gets CURVE. ``max_frame_bytes``: ZeroMQ
-        MAXMSGSIZE, a bigger frame makes ZeroMQ drop that client's connection."""
+        MAXMSGSIZE, a bigger frame makes ZeroMQ drop that client's connection. ``sandboxes``:
+        sandboxed editors (``mattekit.sandbox``) also served, each on its own ipc socket with a
+        copy of the token; one that cannot be bound is logged and skipped."""
         self.endpoint = endpoint or config.default_endpoint()
         if not self.endpoint.startswith(("ipc://", "tcp://", "inproc://")):
             raise SetupError(f"{self.endpoint}: only ipc:// and tcp:// endpoints are supported")
@@ -333,6 +337,8 @@ class Daemon:
         self.running: Job | None = None
         self._stop = threading.Event()
         self._lock = InstanceLock(self.endpoint)
+        self.sandboxes = list(sandboxes)
+        self._sandbox_locks: list[tuple[InstanceLock, Path]] = []  # those bound: their lock and socket
         self.ctx = zmq.Context()
         self._reply_addr = f"inproc://mattekit-replies-{id(self)}"
         self.started_at = time.time()
@@ -404,10 +410,39 @@ class Daemon:
             if not stat.S_ISSOCK(path.stat().st_mode):
                 raise SetupError(f"{path} is not a socket")
             _check_private(path, 0o600)
+        for sandbox in self.sandboxes:
+            self._bind_sandbox(sandbox)
         self.replies = self.ctx.socket(zmq.PULL)
         self.replies.bind(self._reply_addr)
         self.worker = threading.Thread(target=self._work, name="mattekit-worker", daemon=True)
         self.worker.start()
+
+    def _bind_sandbox(self, sandbox: Sandbox) -> None:
+        """Also serve a sandboxed editor: its own ipc socket (locked like the main one) and a fresh
+        copy of the token where its plug-in reads it. A failure costs only that sandbox."""
+        path = config.ipc_socket_path(sandbox.endpoint)
+        if path is None or not sandbox.endpoint.startswith("ipc://"):
+            log.warning("not serving the %s sandbox: %s is not an ipc socket path", sandbox.app, sandbox.endpoint)
+            return
+        lock = InstanceLock(sandbox.endpoint)
+        try:
+            private_dir(path.parent)
+            lock.acquire()
+        except (SetupError, OSError) as exc:
+            log.warning("not serving the %s sandbox at %s: %s", sandbox.app, sandbox.endpoint, exc)
+            return
+        try:
+            if path.exists():  # left by a daemon that died: we hold its lock
+                path.unlink()
+            self.router.bind(sandbox.endpoint)
+            os.chmod(path, 0o600)
+            write_token(sandbox, self.token)
+        except (OSError, zmq.ZMQError) as exc:
+            lock.release()
+            log.warning("not serving the %s sandbox at %s: %s", sandbox.app, sandbox.endpoint, exc)
+            return
+        self._sandbox_locks.append((lock, path))
+        log.info("also serving the %s sandbox on %s", sandbox.app, sandbox.endpoint)
 
     def stop(self) -> None:
         self._stop.set()
@@ -466,6 +501,10 @@ class Daemon:
         path = config.ipc_socket_path(self.endpoint)
         if path is not None and path.exists():
             path.unlink()
+        for lock, socket_path in self._sandbox_locks:
+            if socket_path.exists():
+                socket_path.unlink()
+            lock.release()
         self._lock.release()
         log.info("mattekit daemon stopped")
 
@@ -789,7 +828,10 @@ def main_serve(endpoint: str | None = None, allow_remote: bool = False) -> int:
     """Entry point of `mattekit serve`: returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s mattekit %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        daemon = Daemon(endpoint, allow_remote=allow_remote)
+        # The default daemon also serves the sandboxed editors installed with --flatpak; a daemon on
+        # an endpoint of its own (tests, a second instance) leaves their sockets alone.
+        own = (endpoint or config.default_endpoint()) == config.standard_endpoint()
+        daemon = Daemon(endpoint, allow_remote=allow_remote, sandboxes=registered_sandboxes() if own else ())
         daemon.serve(ready=lambda: print(f"mattekit daemon ready on {daemon.endpoint}", file=sys.stderr, flush=True))
     except SetupError as exc:
         print(f"mattekit serve: {exc}", file=sys.stderr)

@@ -295,20 +295,24 @@ class EditorClient:
     @property
     def token(self) -> str:
         if self._token is None:
-            path = config.token_path()
+            path = Path(install_info().get("token_file") or config.token_path())  # a sandbox's copy, else the user's
             try:
                 self._token = path.read_text().strip()
             except OSError:
-                raise self._error(
-                    P.E_UNAVAILABLE, f"No mattekit token at {path}: the daemon has never run as this user. Start it with `mattekit serve`."
-                ) from None
+                if sandbox_name():
+                    why = (f"No mattekit token at {path}: the daemon on the host has not served this sandbox yet. "
+                           f"On the host, start it with `{host_serve_command()}`.")
+                else:
+                    why = f"No mattekit token at {path}: the daemon has never run as this user. Start it with `mattekit serve`."
+                raise self._error(P.E_UNAVAILABLE, why) from None
         return self._token
 
     def _unavailable(self, why: str = "") -> EditorError:
+        where = (f"The editor runs in a sandbox ({sandbox_name()}) and cannot start it: on the host, run `{host_serve_command()}`"
+                 if sandbox_name() else "Start it with `mattekit serve`")
         return self._error(
             P.E_UNAVAILABLE,
-            f"The mattekit daemon is not answering at {self.endpoint}{' (' + why + ')' if why else ''}. "
-            "Start it with `mattekit serve` and try again.",
+            f"The mattekit daemon is not answering at {self.endpoint}{' (' + why + ')' if why else ''}. {where} and try again.",
         )
 
     def _transport(self) -> Any:
@@ -526,6 +530,44 @@ def warnings_text(header: Mapping[str, Any]) -> Optional[str]:
     return "mattekit: " + "\n".join(warnings) if warnings else None
 
 
+def sandbox_name() -> Optional[str]:
+    """The sandbox this editor runs in ("flatpak:org.gimp.GIMP", as install.json says, or
+    "flatpak" when Flatpak's marker file is there), or None. A sandbox never starts the daemon:
+    the command install.json names is a host path, and would run inside the sandbox's /usr."""
+    return install_info().get("sandbox") or ("flatpak" if os.path.exists("/.flatpak-info") else None)
+
+
+def host_serve_command() -> str:
+    """The command that starts the daemon, as a user would type it on the host (with install.json's
+    own variables, e.g. a checkout's PYTHONPATH, in front)."""
+    info = install_info()
+    assignments = [f"{k}={shlex.quote(str(v))}" for k, v in (info.get("env") or {}).items()]
+    return " ".join([*assignments, shlex.join([*(info.get("command") or ["mattekit"]), "serve"])])
+
+
+#: Set by editors for their own Python and libraries (an AppImage's PYTHONPATH and
+#: LD_LIBRARY_PATH, GIMP's typelib and module paths); a daemon started from the editor must not
+#: inherit them: they would load the editor's libraries into the daemon's Python.
+EDITOR_ENV = (
+    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONNOUSERSITE", "PYTHONUSERBASE",
+    "LD_LIBRARY_PATH", "LD_PRELOAD", "QT_PLUGIN_PATH", "QML2_IMPORT_PATH", "QT_QPA_PLATFORM_PLUGIN_PATH",
+    "GI_TYPELIB_PATH", "GIO_MODULE_DIR", "GDK_PIXBUF_MODULE_FILE", "GDK_PIXBUF_MODULEDIR", "GTK_PATH",
+    "GTK_EXE_PREFIX", "GTK_DATA_PREFIX", "GSETTINGS_SCHEMA_DIR", "GEGL_PATH", "BABL_PATH", "GIMP3_PLUGINDIR",
+    "PERLLIB", "APPDIR", "APPIMAGE", "ARGV0", "OWD",
+)
+
+
+def daemon_environment(environ: Mapping[str, str], extra: Optional[Mapping[str, Any]] = None) -> dict[str, str]:
+    """The environment for a daemon started from an editor: ``environ`` without the variables
+    editors set for themselves (`EDITOR_ENV`), nor any that points into an AppImage's mount
+    (``$APPDIR``), then ``extra`` (install.json's own settings, e.g. a checkout's PYTHONPATH)."""
+    appdir = environ.get("APPDIR")
+    env = {k: v for k, v in environ.items()
+           if k not in EDITOR_ENV and not (appdir and len(appdir) > 1 and appdir in v)}
+    env.update({str(k): str(v) for k, v in (extra or {}).items()})
+    return env
+
+
 def daemon_command(command: Optional[Sequence[str]] = None) -> Optional[list[str]]:
     """How to run `mattekit`: the argument, $MATTEKIT_COMMAND, install.json, or PATH."""
     if command:
@@ -546,21 +588,25 @@ def start_daemon(
     endpoint: Optional[str] = None,
     wait_s: float = 60.0,
     env: Optional[Mapping[str, str]] = None,
+    scrub: bool = True,
 ) -> bool:
     """Start `<command> serve` in the background; True once it answers ``hello``.
 
-    ``env`` adds to the environment (after install.json's). Without ``command`` this
+    ``env`` adds to the environment (after install.json's); ``scrub`` first drops what the editor
+    set for itself (`daemon_environment`; the CLI keeps the user's own). Without ``command`` this
     never uses ``sys.executable``: inside an editor that is the editor, not a Python
     with mattekit installed (``mattekit.client.start_daemon`` does, outside editors).
     """
+    if sandbox_name():
+        raise EditorError(P.E_UNAVAILABLE, f"The mattekit daemon is not running, and this editor runs in a sandbox "
+                                           f"({sandbox_name()}), which cannot start it: on the host, run `{host_serve_command()}`.")
     cmd = daemon_command(command)
     if not cmd:
         return False
     info = install_info()
     endpoint = endpoint or os.environ.get("MATTEKIT_ENDPOINT") or info.get("endpoint")
     argv = cmd + (["--endpoint", endpoint] if endpoint else []) + ["serve"]
-    full_env = dict(os.environ)
-    full_env.update({str(k): str(v) for k, v in (info.get("env") or {}).items()})
+    full_env = daemon_environment(os.environ, info.get("env")) if scrub else {**os.environ, **{str(k): str(v) for k, v in (info.get("env") or {}).items()}}
     full_env.update(env or {})
     log_dir = config.runtime_dir()
     try:
@@ -603,4 +649,5 @@ def _last_log_line(path: Any, start: int, returncode: Optional[int]) -> str:
     return (lines[-1] if lines else f"it exited with status {returncode} and wrote nothing") + f" (log: {path})"
 
 
-__all__ = ["EditorClient", "EditorError", "warnings_text", "daemon_command", "install_info", "pyzmq_available", "start_daemon", "unsafe_endpoint"]
+__all__ = ["EditorClient", "EditorError", "warnings_text", "daemon_command", "daemon_environment", "host_serve_command",
+           "install_info", "pyzmq_available", "sandbox_name", "start_daemon", "unsafe_endpoint"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .sandbox import FLATPAK_APPS, FLATPAK_PLUGIN_DIRS, Sandbox, flatpak_root, flatpak_sandbox, register, registry_path, write_token
 
 #: The modules a plug-in needs to talk to the daemon, and the rules both plug-ins share (stdlib-only by design).
 BRIDGE_MODULES = ("protocol.py", "config.py", "zmtp.py", "editor_client.py", "editor_core.py")
@@ -105,7 +106,7 @@ def set_ini_value(text: str, section: str, key: str, value: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _copy_bridge(dest: Path) -> None:
+def _copy_bridge(dest: Path, sandbox: Sandbox | None = None) -> None:
     here = Path(__file__).resolve().parent
     if dest.exists():
         shutil.rmtree(dest)
@@ -113,12 +114,22 @@ def _copy_bridge(dest: Path) -> None:
     for name in BRIDGE_MODULES:
         shutil.copy2(here / name, dest / name)
     (dest / "__init__.py").write_text(f'"""mattekit {__version__} bridge, vendored by `mattekit install-plugin`: do not edit."""\n')
-    (dest / "install.json").write_text(json.dumps(daemon_launch_info(), indent=2) + "\n")
+    info = daemon_launch_info()
+    if sandbox is not None:  # the sandbox's own socket and token copy; never started from inside
+        info.update(endpoint=sandbox.endpoint, token_file=str(sandbox.token_file), sandbox=f"flatpak:{sandbox.app}")
+    (dest / "install.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def _plan(editor: str, target: str | None) -> list[tuple[str, Path, Path | None]]:
+def _plan(editor: str, target: str | None, flatpak: bool = False) -> list[tuple[str, Path, Path | None]]:
     """(what, destination, source) steps; source None = generated content."""
     src = plugins_source()
+    if flatpak and editor in FLATPAK_APPS:
+        app_root = flatpak_root(FLATPAK_APPS[editor])
+        if target is None:
+            target = str(app_root / FLATPAK_PLUGIN_DIRS[editor])
+        steps = _plan(editor, target)
+        return [(what, app_root / "config" / "kritarc" if what == "kritarc" else dest, source) for what, dest, source in steps] + [
+            ("sandbox", registry_path(), None)]
     if editor == "gimp":
         root = Path(target) if target else gimp_plugins_dir()
         folder = root / "mattekit"
@@ -135,10 +146,14 @@ def _plan(editor: str, target: str | None) -> list[tuple[str, Path, Path | None]
     raise ValueError(f"unknown editor {editor!r}: use gimp or krita")
 
 
-def install_plugin(editor: str, *, dry_run: bool = False, target: str | None = None) -> int:
-    """Install the plug-in for ``editor`` ("gimp" or "krita"); returns a process exit code."""
+def install_plugin(editor: str, *, dry_run: bool = False, target: str | None = None, flatpak: bool = False) -> int:
+    """Install the plug-in for ``editor`` ("gimp" or "krita"); returns a process exit code.
+
+    flatpak: into the editor's Flatpak (``~/.var/app/<id>``), reaching the host's daemon through
+    ``mattekit.sandbox`` (a socket and a token copy in the app's folder, registered for `serve`)."""
     try:
-        steps = _plan(editor, target)
+        steps = _plan(editor, target, flatpak)
+        sandbox = flatpak_sandbox(editor) if flatpak else None
     except (ValueError, FileNotFoundError) as exc:
         print(f"mattekit install-plugin: {exc}", file=sys.stderr)
         return 2
@@ -151,6 +166,9 @@ def install_plugin(editor: str, *, dry_run: bool = False, target: str | None = N
             print(f"{'would set' if dry_run else 'set'} [python] enable_mattekit_krita=true in {dest}")
         elif what == "bridge":
             print(f"{'would copy' if dry_run else 'copy'} bridge ({', '.join(BRIDGE_MODULES)}, install.json) → {dest}")
+        elif what == "sandbox":
+            print(f"{'would register' if dry_run else 'register'} the sandbox's socket {sandbox.endpoint} and token copy "
+                  f"{sandbox.token_file} in {dest}")
         else:
             print(f"{'would copy' if dry_run else 'copy'} {source} → {dest}")
         if dry_run:
@@ -163,7 +181,12 @@ def install_plugin(editor: str, *, dry_run: bool = False, target: str | None = N
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest)
         elif what == "bridge":
-            _copy_bridge(dest)
+            _copy_bridge(dest, sandbox)
+        elif what == "sandbox":
+            from .daemon import load_token
+
+            register(sandbox)
+            write_token(sandbox, load_token())  # the daemon rewrites it at each start
         elif what == "kritarc":
             dest.parent.mkdir(parents=True, exist_ok=True)
             old = dest.read_text() if dest.exists() else ""
@@ -171,6 +194,11 @@ def install_plugin(editor: str, *, dry_run: bool = False, target: str | None = N
     if editor == "gimp" and not dry_run:
         main = steps[0][1] / "mattekit.py"
         main.chmod(main.stat().st_mode | 0o755)  # GIMP runs only executable plug-ins
-    if not dry_run:
-        print(f"Installed the {editor} plug-in. Restart {'GIMP' if editor == 'gimp' else 'Krita'}, and start the daemon with `mattekit serve`.")
+    name = "GIMP" if editor == "gimp" else "Krita"
+    if not dry_run and sandbox is not None:
+        print(f"Installed the {editor} plug-in into Flatpak {name} ({sandbox.app}). A sandboxed {name} cannot start the daemon: "
+              f"run `mattekit serve` on the host (after `mattekit stop`, if one is running, so that it serves the sandbox too), "
+              f"then restart {name}.")
+    elif not dry_run:
+        print(f"Installed the {editor} plug-in. Restart {name}, and start the daemon with `mattekit serve`.")
     return 0

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mattekit_logic as L  # noqa: E402
 from mattekit_bridge import editor_core as C  # noqa: E402
 from mattekit_bridge import protocol as P  # noqa: E402
-from mattekit_bridge.editor_client import EditorClient, EditorError, start_daemon, warnings_text  # noqa: E402
+from mattekit_bridge.editor_client import EditorClient, EditorError, sandbox_name, start_daemon, warnings_text  # noqa: E402
 
 PROC_SELECT = "plug-in-mattekit-select-subject"
 PROC_REFINE = "plug-in-mattekit-refine-selection"
@@ -135,7 +135,9 @@ def _run_job(op, inputs, params, run_mode):
             try:
                 return client.run_job(op, inputs, params, progress=progress)
             except EditorError as exc:
-                if exc.code == P.E_UNAVAILABLE and attempt == 0 and run_mode == Gimp.RunMode.INTERACTIVE and _ask_to_start(exc.message):
+                # In a sandbox there is nothing to offer: the message says what to run on the host.
+                if (exc.code == P.E_UNAVAILABLE and attempt == 0 and run_mode == Gimp.RunMode.INTERACTIVE and not sandbox_name()
+                        and _ask_to_start(exc.message)):
                     continue
                 raise
             finally:

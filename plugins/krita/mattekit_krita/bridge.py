@@ -16,7 +16,9 @@ EditorClient = editor_client.EditorClient
 EditorError = editor_client.EditorError
 start_daemon = editor_client.start_daemon
 daemon_command = editor_client.daemon_command
+sandbox_name = editor_client.sandbox_name
 warnings_text = editor_client.warnings_text
 BufferSpec = protocol.BufferSpec
 
-__all__ = ["BufferSpec", "EditorClient", "EditorError", "daemon_command", "editor_client", "editor_core", "protocol", "start_daemon", "warnings_text"]
+__all__ = ["BufferSpec", "EditorClient", "EditorError", "daemon_command", "editor_client", "editor_core", "protocol", "sandbox_name",
+           "start_daemon", "warnings_text"]

@@ -206,8 +206,11 @@ class MattekitExtension(Extension):
         if code == "cancelled":
             return
         if code == "daemon_unavailable" and not job["thread"].start_daemon:
-            from .bridge import daemon_command
+            from .bridge import daemon_command, sandbox_name
 
+            if sandbox_name():  # the message says what to run on the host; a sandbox cannot start it
+                self._message("mattekit", logic.error_text(code, message))
+                return
             if daemon_command() is None:
                 self._message("mattekit", logic.error_text(code, message) + "\n\nInstall mattekit (pip install mattekit) and run `mattekit serve`.")
                 return
