@@ -644,7 +644,9 @@ class Daemon:
             # No path or hint for an unauthenticated peer: the client knows where its token lives.
             raise P.ProtocolError(P.E_UNAUTHORIZED, "missing or wrong token")
         if op == "ping":
-            self._send(peer, P.make_header("result", id=rid, pong=True, queued=len(self.scheduler), running=self.running is not None))
+            self._send(peer, P.make_header("result", id=rid, pong=True, queued=len(self.scheduler), running=self.running is not None,
+                                           jobs=self.stats["jobs"], cancel_requests=self.stats["cancelled"],
+                                           jobs_cancelled=self.stats["jobs_cancelled"], peers_gone=self.stats["peers_gone"]))
         elif op == "cancel":
             self._cancel(peer, header)
         elif op == "shutdown":
@@ -776,6 +778,7 @@ class Daemon:
         except Cancelled:
             if self._stop.is_set():  # not the user's cancel: say so, so the client does not report one
                 return P.error_header(job.id, P.E_SHUTTING_DOWN, "the daemon was stopped before this job finished; start it and try again"), []
+            self.stats["jobs_cancelled"] += 1  # stopped while running: by `cancel`, or because its client went away
             return P.error_header(job.id, P.E_CANCELLED, "cancelled"), []
         except P.ProtocolError as exc:
             return P.error_header(job.id, exc.code, exc.message), []

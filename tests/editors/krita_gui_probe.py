@@ -14,10 +14,10 @@ from krita import Extension, Krita
 
 try:
     from PyQt5.QtCore import QTimer
-    from PyQt5.QtWidgets import QApplication, QProgressDialog
+    from PyQt5.QtWidgets import QApplication, QProgressDialog, QPushButton
 except ImportError:  # Krita 6
     from PyQt6.QtCore import QTimer
-    from PyQt6.QtWidgets import QApplication, QProgressDialog
+    from PyQt6.QtWidgets import QApplication, QProgressDialog, QPushButton
 
 OUT = os.environ.get("MATTEKIT_KRITA_PROBE_OUT", "")
 IDS = ("mattekit_select_subject", "mattekit_refine_selection", "mattekit_decontaminate", "mattekit_options")
@@ -71,6 +71,7 @@ def _probe():
         QApplication.primaryScreen().grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height()).save(os.path.join(OUT, "menu.png"))
         top.menu().close()
         info["action_run"] = _run_action_through_ui(doc)
+        info["cancel_run"] = _cancel_through_ui(window)
     except Exception:
         info["error"] = traceback.format_exc()
     with open(os.path.join(OUT, "probe.json"), "w") as f:
@@ -117,6 +118,69 @@ def _run_action_through_ui(doc):
     return {"changed": data != before and len(data) == w * h, "seconds": time.perf_counter() - t0, "progress_modality": sorted(modality),
             "event_loop_turns": responsive, "soft_pixels": sum(1 for v in data if 0 < v < 255),
             "selected_before": sum(1 for v in before if v > 127), "selected_after": sum(1 for v in data if v > 127)}
+
+
+def _cancel_through_ui(window):
+    """Refine Selection on a 6 MP photo, then the progress dialog's Cancel once the daemon reports
+    progress: the job must end without touching the selection, and the UI must keep turning."""
+    import time
+
+    from krita import Selection
+
+    w, h = 3000, 2000
+    doc = Krita.instance().createDocument(w, h, "cancel", "RGBA", "U8", "", 72.0)
+    window.addView(doc)
+    layer = doc.createNode("Photo", "paintlayer")
+    doc.rootNode().addChildNode(layer, None)
+    px = bytearray()
+    for y in range(h):  # a dark disc on a light background, BGRA, one row at a time
+        half = int(max(0.0, (h / 3) ** 2 - (y - h / 2) ** 2) ** 0.5)
+        lo, hi = max(0, w // 2 - half), min(w, w // 2 + half)
+        px += b"\xe0\xd0\xc0\xff" * lo + b"\x20\x30\x40\xff" * (hi - lo) + b"\xe0\xd0\xc0\xff" * (w - hi)
+    layer.setPixelData(bytes(px), 0, 0, w, h)
+    sel = Selection()
+    sel.select(w // 2 - h // 3 - 40, h // 6 - 40, 2 * h // 3 + 80, 2 * h // 3 + 80, 255)
+    doc.setSelection(sel)
+    doc.setActiveNode(layer)
+    for _ in range(10):
+        QApplication.processEvents()
+    before = bytes(doc.selection().pixelData(0, 0, w, h))
+    t0 = time.perf_counter()
+    Krita.instance().action("mattekit_refine_selection").trigger()
+    cancelled_at = None
+    value = label = None
+    while time.perf_counter() - t0 < 120:
+        QApplication.processEvents()
+        dialogs = [d for d in QApplication.topLevelWidgets() if isinstance(d, QProgressDialog) and d.isVisible()]
+        if cancelled_at is None and dialogs and dialogs[0].value() >= 10:  # the daemon is working on it
+            value = dialogs[0].value()
+            label = dialogs[0].labelText()
+            dialogs[0].findChild(QPushButton).click()  # the user's click (cancel() alone would not emit `canceled`)
+            cancelled_at = time.perf_counter()
+        if cancelled_at is not None and not dialogs:
+            break
+        time.sleep(0.01)
+    for _ in range(50):
+        QApplication.processEvents()
+        time.sleep(0.01)
+    closed = None if cancelled_at is None else time.perf_counter() - cancelled_at
+    # Krita is still running: the daemon must have stopped the job on the plug-in's cancel itself.
+    from mattekit_krita.bridge import EditorClient
+
+    c = EditorClient(connect_timeout=5, retries=0)
+    try:
+        t = time.perf_counter()
+        while c.ping()["running"] and time.perf_counter() - t < 20:
+            time.sleep(0.05)
+        pong = c.ping()
+    finally:
+        c.close()
+    now = doc.selection()
+    after = bytes(now.pixelData(0, 0, w, h)) if now is not None else b""
+    return {"cancelled_at_percent": value, "label": label, "closed_after_s": closed, "selection_unchanged": after == before,
+            "daemon": {k: pong.get(k) for k in ("jobs", "cancel_requests", "queued")},
+            "daemon_running": pong["running"], "daemon_jobs_cancelled": pong["jobs_cancelled"],
+            "daemon_peers_gone": pong["peers_gone"]}
 
 
 class Probe(Extension):

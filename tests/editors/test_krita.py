@@ -415,7 +415,7 @@ def ensure_xvfb() -> str | None:
     return shutil.which("xvfb-run")
 
 
-def test_gui_menus_shortcuts_and_dialog(daemon, tmp_path):
+def test_gui_menus_shortcuts_and_dialog(daemon, client, tmp_path):
     """Full Krita under Xvfb: the actions sit in Select/Filter with their default shortcuts; the dialog works.
 
     ``MATTEKIT_UPDATE_DOCS_IMG=1`` copies the screenshots to docs/img/krita_{dialog,menu}.png.
@@ -440,6 +440,7 @@ def test_gui_menus_shortcuts_and_dialog(daemon, tmp_path):
         "X-Python-2-Compatible=false\nName=mattekit test probe\n")
     with open(home / ".config" / "kritarc", "a") as f:
         f.write("enable_mattekit_probe=true\n")  # the [python] section install-plugin wrote is last
+    before = client.ping()
     proc = subprocess.run([xvfb, "-a", "-s", "-screen 0 1280x800x24", krita_exe, "--nosplash"], env=env,
                           capture_output=True, text=True, timeout=KRITA_TIMEOUT_S, stdin=subprocess.DEVNULL)
     if not (out / "probe.json").exists():
@@ -463,6 +464,13 @@ def test_gui_menus_shortcuts_and_dialog(daemon, tmp_path):
     assert json.loads(info["edited"]) == {"model": "portrait", "refine_model": "auto", "band_px": 24, "amount": 35, "output": "foreground",
                                           "smooth": 0.0, "feather": 1.5, "contrast": 0.0, "shift_edge": -0.25}
     assert info["refine_labels"][3].startswith("classical — ")  # the daemon's model note beside the name
+    # Cancel in the progress dialog, mid-job: the daemon's job stops, the selection stays as it was.
+    cancel = info["cancel_run"]
+    assert cancel["cancelled_at_percent"] is not None and cancel["closed_after_s"] is not None, cancel
+    assert cancel["selection_unchanged"], cancel
+    # ... while Krita still runs (its own cancel, not its exit, stopped the daemon's job)
+    assert not cancel["daemon_running"] and cancel["daemon_peers_gone"] == before["peers_gone"], cancel
+    assert cancel["daemon_jobs_cancelled"] == before["jobs_cancelled"] + 1, json.dumps([before, cancel])
     for name in ("dialog", "menu"):
         png = out / f"{name}.png"
         assert png.stat().st_size > 2000
