@@ -270,6 +270,7 @@ def estimate_foreground_ml_band(
     threads: int = FOREGROUND_THREADS,
     out: np.ndarray | None = None,
     fill_settled: bool = True,
+    soft: np.ndarray | None = None,
 ) -> np.ndarray:
     """Germer et al.'s multi-level foreground estimation, updating only pixels near soft alpha.
 
@@ -286,6 +287,7 @@ def estimate_foreground_ml_band(
         raise from it to cancel (the exception propagates once the running pass ends).
     out: float32 (h, w, 3), may be a view (e.g. the colour channels of an RGBA buffer): written and
         returned instead of a new array, which saves a full-frame array and its first touches.
+    soft: uint8 (h, w), 1 where 0 < alpha < 1 - eps, when the caller has it already (saves a pass).
     fill_settled: False skips the last pass that copies the image to the pixels outside
         0 < alpha < 1 - eps, for a caller that reads F only on the soft pixels (`emit`): those
         pixels then hold arbitrary values, and the output's pages are touched only near the band.
@@ -326,7 +328,7 @@ def estimate_foreground_ml_band(
     B_prev = (s[4:7] / (s[7] + 1e-5)).astype(np.float32).reshape(1, 1, 3)
     advance(h0 * w0)
     F = F_prev
-    soft0 = None
+    soft0 = None if soft is None else np.ascontiguousarray(soft).view(np.uint8)
     for lev, ((h, w), n_iter) in enumerate(zip(sizes, iterations)):
         px = h * w
         hp, wp = F_prev.shape[:2]
@@ -517,9 +519,11 @@ def classical_decontaminate_encoded(image: np.ndarray, alpha: np.ndarray, amount
         encode_progress = lambda f: report(0.9 + 0.1 * f)  # noqa: E731
     else:
         estimate_share = 1.0
-    if np.any((a > 0) & (a < 1.0 - ALPHA_EPS)):  # covered, short of opaque: even alpha = 1/1000 shows some F
-        F = estimate_foreground_ml_band(img, a, n_big_iterations=classical_iterations(a), fill_settled=False,
-                                        progress=lambda f: report(estimate_share * f))
+    soft = ((a > 0) & (a < 1.0 - ALPHA_EPS)).view(np.uint8)  # covered, short of opaque: even alpha = 1/1000 shows some F
+    n_soft = cv2.countNonZero(soft)
+    if n_soft:
+        F = estimate_foreground_ml_band(img, a, n_big_iterations=classical_iterations(a, soft_pixels=n_soft), fill_settled=False,
+                                        soft=soft, progress=lambda f: report(estimate_share * f))
     else:
         F = np.empty((1, 1, 3), np.float32)  # never read: no pixel is soft
     la = np.empty((0, 0), np.float32) if layer_alpha is None else np.ascontiguousarray(layer_alpha, np.float32)
@@ -533,10 +537,11 @@ def classical_decontaminate_encoded(image: np.ndarray, alpha: np.ndarray, amount
     return out
 
 
-def classical_iterations(alpha: np.ndarray) -> int:
+def classical_iterations(alpha: np.ndarray, soft_pixels: int | None = None) -> int:
     """`config.FOREGROUND_ITERATIONS`, fewer (down to 2) when the soft region is so large that they
-    would exceed `config.FOREGROUND_ITERATION_BUDGET` soft-pixel iterations."""
-    soft = max(1, int(np.count_nonzero(soft_region(np.asarray(alpha)))))
+    would exceed `config.FOREGROUND_ITERATION_BUDGET` soft-pixel iterations. soft_pixels: the
+    soft region's size when the caller has counted it (else `soft_region(alpha)` is counted)."""
+    soft = max(1, int(np.count_nonzero(soft_region(np.asarray(alpha))) if soft_pixels is None else soft_pixels))
     return int(max(2, min(config.FOREGROUND_ITERATIONS, config.FOREGROUND_ITERATION_BUDGET // soft)))
 
 
