@@ -401,6 +401,72 @@ def test_cancel_in_gimp_stops_the_daemons_job(batch):
     assert meta["status"] != "success", meta  # GIMP reports the plug-in's end to its caller
 
 
+def _xwd_to_rgb(data: bytes) -> np.ndarray:
+    """An X window dump (xwd, ZPixmap, 24/32 bits per pixel, the X server's byte order) as RGB uint8."""
+    import struct
+
+    fields = struct.unpack(">25I", data[:100])  # xwd writes its header big-endian
+    header_size, width, height, byte_order, bpp, bytes_per_line, ncolors = fields[0], fields[4], fields[5], fields[7], fields[11], fields[12], fields[19]
+    assert bpp in (24, 32), bpp
+    start = header_size + 12 * ncolors
+    rows = np.frombuffer(data, np.uint8, count=bytes_per_line * height, offset=start).reshape(height, bytes_per_line)
+    px = rows[:, : width * bpp // 8].reshape(height, width, bpp // 8)
+    bgr = px[..., :3] if byte_order == 0 else px[..., -3:][..., ::-1]  # LSBFirst: B, G, R, (pad)
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def test_the_refine_dialog_opens_in_the_gui_with_every_control(batch, tmp_path):
+    """GIMP's GUI (Xvfb) runs Refine Selection interactively: the plug-in's own dialog opens (a
+    GimpProcedureDialog built from its arguments, edge controls included). Its picture is the
+    README's; ``MATTEKIT_UPDATE_DOCS_IMG=1`` copies it to docs/img/gimp_dialog.png."""
+    import cv2
+
+    root = batch["root"]
+    tools = {"Xvfb": "xvfb", "xwd": "x11-apps", "xwininfo": "x11-utils"}
+    missing = sorted({pkg for exe, pkg in tools.items() if shutil.which(exe) is None})
+    if missing:
+        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=900", "install", "-y", "-q", *missing],
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), capture_output=True, timeout=600)
+    if any(shutil.which(exe) is None for exe in tools):
+        pytest.skip("needs Xvfb, xwd and xwininfo (apt-get install -y xvfb x11-apps x11-utils, as root)")
+    shutil.copy(Path(__file__).with_name("gimp_dialog.py"), root / "root" / "mk" / "dialog.py")
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1280x900x24", "-nolisten", "tcp"], stdout=subprocess.PIPE, text=True)
+    display = ":" + xvfb.stdout.readline().strip()
+    x11 = root / "tmp" / ".X11-unix"
+    x11.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", "/tmp/.X11-unix", str(x11)], check=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=False)
+    env = {"HOME": "/root", "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "DISPLAY": display,
+           "MATTEKIT_ENDPOINT": "ipc:///run/mattekit/daemon.sock", "NO_AT_BRIDGE": "1"}
+    gimp = subprocess.Popen([shutil.which("chroot") or "chroot", str(root), "/bin/sh", "-c", f"timeout {GIMP_TIMEOUT_S} gimp-3.0 -n -s "
+                             "--batch-interpreter=python-fu-eval -b \"exec(open('/root/mk/dialog.py').read())\" </dev/null"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, window = time.monotonic() + GIMP_TIMEOUT_S, None
+        while window is None:
+            assert gimp.poll() is None and time.monotonic() < deadline, (gimp.stdout.read() if gimp.poll() is not None else "no dialog")[-3000:]
+            tree = subprocess.run(["xwininfo", "-root", "-tree", "-display", display], capture_output=True, text=True).stdout
+            window = next((line.split()[0] for line in tree.splitlines() if '"Refine Selection' in line and "x" in line), None)
+            time.sleep(0.5)
+        time.sleep(2)  # let it draw
+        dump = subprocess.run(["xwd", "-silent", "-id", window, "-display", display], capture_output=True, check=True).stdout
+        shot = _xwd_to_rgb(dump)
+    finally:
+        os.killpg(gimp.pid, 9)
+        gimp.wait(30)
+        subprocess.run(["umount", "-l", str(x11)], check=False)
+        subprocess.run(["umount", "-l", str(root / "proc")], check=False)
+        xvfb.terminate()
+        xvfb.wait(10)
+    h, w = shot.shape[:2]
+    assert w >= 300 and h >= 300, shot.shape  # the argument controls, not an error box
+    assert shot.std() > 10  # drawn, not blank
+    png = tmp_path / "gimp_dialog.png"
+    cv2.imwrite(str(png), shot[..., ::-1])
+    if os.environ.get("MATTEKIT_UPDATE_DOCS_IMG") == "1":
+        shutil.copy(png, REPO / "docs" / "img" / "gimp_dialog.png")
+
+
 @pytest.mark.skipif(not os.environ.get("MATTEKIT_GIMP_BENCH"), reason="set MATTEKIT_GIMP_BENCH=1 to time a 12 MP image")
 def test_timing_12mp(batch, capsys):
     import cv2
