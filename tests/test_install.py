@@ -114,3 +114,24 @@ def test_set_ini_value(before, expected):
 def test_unknown_editor_is_an_error(capsys):
     assert install.install_plugin("photoshop", dry_run=True, target=None) == 2
     assert "unknown editor" in capsys.readouterr().err
+
+
+def test_the_bridge_looks_where_install_json_told_the_daemon_to_write(home, tmp_path, monkeypatch):
+    """An install made with MATTEKIT_CONFIG_DIR / MATTEKIT_RUNTIME_DIR set records them for the daemon it
+    starts; the editor's process does not have them, so the plug-in must read them from install.json too."""
+    monkeypatch.setenv("MATTEKIT_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setenv("MATTEKIT_RUNTIME_DIR", str(tmp_path / "rt"))
+    target = tmp_path / "plug-ins"
+    assert install.install_plugin("gimp", dry_run=False, target=str(target)) == 0
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "token").write_text("the-token\n")
+    code = (
+        f"import sys; sys.path.insert(0, {str(target / 'mattekit')!r})\n"
+        "from mattekit_bridge import editor_client\n"
+        "c = editor_client.EditorClient(retries=0, connect_timeout=0.5)\n"
+        "print(c.endpoint, c.token)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MATTEKIT_") and k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [f"ipc://{tmp_path / 'rt' / 'daemon.sock'}", "the-token"]

@@ -65,6 +65,27 @@ def install_info() -> dict[str, Any]:
         return {}
 
 
+def _installed_dir(key: str) -> Optional[Path]:
+    """A folder the daemon was told at install time (install.json's env, e.g. MATTEKIT_CONFIG_DIR),
+    unless this process sets its own: the daemon a plug-in starts gets install.json's env, and the
+    plug-in must look where that daemon writes."""
+    value = os.environ.get(key) or (install_info().get("env") or {}).get(key)
+    return Path(value) if value else None
+
+
+def installed_token_path() -> Path:
+    """Where this plug-in reads the token: a sandbox's copy (install.json's token_file), else the
+    config dir install.json names, else the user's (`config.token_path`)."""
+    folder = _installed_dir("MATTEKIT_CONFIG_DIR")
+    return Path(install_info().get("token_file") or (folder / "token" if folder else config.token_path()))
+
+
+def installed_default_endpoint() -> str:
+    """The standard socket in the runtime dir install.json names, else `config.default_endpoint`."""
+    folder = _installed_dir("MATTEKIT_RUNTIME_DIR")
+    return f"ipc://{folder / 'daemon.sock'}" if folder else config.default_endpoint()
+
+
 # --------------------------------------------------------------------------- transports
 # Both raise OSError/ConnectionError when the daemon cannot be reached; the client turns
 # that into `daemon_unavailable`.
@@ -269,7 +290,7 @@ class EditorClient:
         if server_key is not None and transport != "pyzmq":
             raise ValueError("CURVE (server_key) needs the pyzmq transport")
         self.transport_name = transport
-        self.endpoint = endpoint or os.environ.get("MATTEKIT_ENDPOINT") or install_info().get("endpoint") or config.default_endpoint()
+        self.endpoint = endpoint or os.environ.get("MATTEKIT_ENDPOINT") or install_info().get("endpoint") or installed_default_endpoint()
         self._token = token
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -295,7 +316,7 @@ class EditorClient:
     @property
     def token(self) -> str:
         if self._token is None:
-            path = Path(install_info().get("token_file") or config.token_path())  # a sandbox's copy, else the user's
+            path = installed_token_path()
             try:
                 self._token = path.read_text().strip()
             except OSError:
