@@ -1,49 +1,28 @@
-"""The mattekit daemon: a ZeroMQ ROUTER serving matting jobs to local editors.
-
-Threads: the I/O loop (main thread) owns the ROUTER socket, answers control ops
-(``hello``, ``ping``, ``cancel``, ``shutdown``) at once and queues jobs; one worker
-thread runs jobs through the engine and hands its replies back to the I/O loop over
-an inproc PUSH/PULL pair (ZeroMQ sockets must not be shared between threads).
-
-Jobs are queued per client and taken round-robin, so one busy script cannot starve
-an editor; past ``max_queued`` waiting jobs a request gets ``busy``, and a job whose
-estimated working memory is over ``max_job_bytes`` gets ``too_large`` before anything
-is decoded.
-
-Gone clients: ROUTER_MANDATORY makes a send to a disconnected client fail, and the
-I/O loop sends every queued or running job a keep-alive ``progress`` each
-``keepalive_s``, so a client that went away has its jobs cancelled within about that
-time (the engine sees it at its next ``progress`` call), and a client sees a daemon
-that died as silence (see ``Client(silence_timeout=)``).
-"""
+"""The daemon's server: the I/O loop, the worker thread and `mattekit serve` (see the package docstring)."""
 
 from __future__ import annotations
 
 import collections
-import fcntl
 import gc
-import hashlib
 import hmac
-import ipaddress
 import logging
 import os
-import secrets
 import signal
 import stat
 import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
-from urllib.parse import urlparse
 
 import zmq
 
-from . import __version__, config
-from . import protocol as P
-from .sandbox import Sandbox, registered as registered_sandboxes, write_token
+from .. import __version__, config
+from .. import protocol as P
+from ..sandbox import Sandbox, registered as registered_sandboxes, write_token
+from .scheduler import Cancelled, Job, Scheduler, estimate_job_bytes
+from .security import InstanceLock, SetupError, check_private, curve_keys, is_loopback, load_token, private_dir
 
 #: First byte of the route frame of a worker reply: the job's final reply, or one of its progress events.
 _FINAL, _PROGRESS = b"F", b"P"
@@ -51,76 +30,6 @@ _FINAL, _PROGRESS = b"F", b"P"
 SHUTDOWN_LINGER_MS = 1000
 
 log = logging.getLogger("mattekit.daemon")
-
-
-class Cancelled(Exception):
-    """Raised inside a job when its client cancelled it or went away."""
-
-
-# --------------------------------------------------------------------------- files and permissions
-
-
-class SetupError(Exception):
-    """The daemon cannot start; the message says how to fix it."""
-
-
-def _check_private(path: Path, mode: int) -> None:
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise SetupError(f"{path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}); remove it or choose another location")
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise SetupError(
-            f"{path} has mode {stat.S_IMODE(st.st_mode):o}; other users could reach the daemon. Fix it with: chmod {mode:o} {path}"
-        )
-
-
-def private_dir(path: Path) -> Path:
-    """Create ``path`` with mode 0700, or check that an existing one is private."""
-    if not path.exists():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
-    _check_private(path, 0o700)
-    return path
-
-
-def load_token(create: bool = True) -> str:
-    """The per-user auth token (0600 file in the config dir), created on first use."""
-    path = config.token_path()
-    private_dir(path.parent)
-    if not path.exists():
-        if not create:
-            raise SetupError(f"no token at {path}: start the daemon once with `mattekit serve`")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-    _check_private(path, 0o600)
-    return path.read_text().strip()
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc/inproc and for tcp on a loopback IP literal, ``localhost`` or ``lo``.
-
-    Anything else (a wildcard, an interface name, a host name that merely starts with
-    "127.") counts as remote.
-    """
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    if not endpoint.startswith("tcp://"):
-        return False
-    host = urlparse(endpoint).hostname or ""
-    if host in ("localhost", "lo"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def estimate_job_bytes(specs: list[P.BufferSpec]) -> int:
-    """Rough upper bound of a job's memory: its input frames plus the pipeline's float working set."""
-    image = next((s for s in specs if s.name == "image"), None)
-    pixels = image.width * image.height if image is not None else 0
-    return sum(s.nbytes for s in specs) + pixels * config.JOB_BYTES_PER_PIXEL
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -141,154 +50,6 @@ def _free_accelerator_memory() -> None:
                 torch.cuda.empty_cache()
         except Exception:
             pass
-
-
-def lock_path(endpoint: str) -> Path:
-    """Beside an ipc socket (so every daemon that could bind it sees the same lock), else in the runtime dir."""
-    path = config.ipc_socket_path(endpoint)
-    if path is not None:
-        return path.with_name(path.name + ".lock")
-    digest = hashlib.sha1(endpoint.encode()).hexdigest()[:12]
-    return config.runtime_dir() / f"daemon-{digest}.lock"
-
-
-class InstanceLock:
-    """One daemon per endpoint: an flock'ed file that also records the pid.
-
-    The kernel drops an flock when its process dies, so a crashed daemon leaves no
-    lock behind; a stale ipc socket file is removed once the lock is held.
-    """
-
-    def __init__(self, endpoint: str):
-        self.path = lock_path(endpoint)
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        private_dir(self.path.parent)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise SetupError(f"a mattekit daemon (pid {self.holder() or '?'}) is already serving this endpoint") from None
-            try:  # the holder may have unlinked the file between our open and flock: lock the current one
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self.fd = fd
-
-    def holder(self) -> int | None:
-        try:
-            return int(self.path.read_text().strip() or 0) or None
-        except (OSError, ValueError):
-            return None
-
-    def release(self) -> None:
-        if self.fd is not None:
-            try:
-                self.path.unlink()
-            except OSError:
-                pass
-            os.close(self.fd)
-            self.fd = None
-
-
-# --------------------------------------------------------------------------- jobs and scheduling
-
-
-@dataclass
-class Job:
-    peer: bytes
-    id: str
-    op: str
-    params: dict[str, Any]
-    specs: list[P.BufferSpec]
-    frames: list[Any]
-    cancel: threading.Event = field(default_factory=threading.Event)
-    queued_at: float = field(default_factory=time.monotonic)
-    # Last progress sent to the client (I/O thread only): repeated by keep-alives.
-    stage: str = "queued"
-    fraction: float = 0.0
-    last_sent: float = field(default_factory=time.monotonic)
-
-    @property
-    def key(self) -> tuple[bytes, str]:
-        return (self.peer, self.id)
-
-
-class Scheduler:
-    """Bounded per-client FIFO queues served round-robin (fair between clients)."""
-
-    def __init__(self, max_queued: int):
-        self.max_queued = max_queued
-        self._queues: "collections.OrderedDict[bytes, collections.deque[Job]]" = collections.OrderedDict()
-        self._count = 0
-        self._cv = threading.Condition()
-        self._closed = False
-        self._last_peer: bytes | None = None
-
-    def put(self, job: Job) -> bool:
-        with self._cv:
-            if self._count >= self.max_queued:
-                return False
-            self._queues.setdefault(job.peer, collections.deque()).append(job)
-            self._count += 1
-            self._cv.notify()
-            return True
-
-    def get(self, timeout: float | None = None) -> Job | None:
-        with self._cv:
-            if not self._cv.wait_for(lambda: self._count or self._closed, timeout):
-                return None
-            if self._closed and not self._count:
-                return None
-            # The client served last waits if anyone else has work: one that queued while
-            # its job ran must not wait behind its next job.
-            peer = next((p for p in self._queues if p != self._last_peer), None) or next(iter(self._queues))
-            q = self._queues.pop(peer)
-            job = q.popleft()
-            self._count -= 1
-            if q:  # back of the line
-                self._queues[peer] = q
-            self._last_peer = peer
-            return job
-
-    def remove(self, key: tuple[bytes, str]) -> Job | None:
-        with self._cv:
-            q = self._queues.get(key[0])
-            if not q:
-                return None
-            for job in q:
-                if job.id == key[1]:
-                    q.remove(job)
-                    self._count -= 1
-                    if not q:
-                        del self._queues[key[0]]
-                    return job
-            return None
-
-    def drain_peer(self, peer: bytes) -> list[Job]:
-        with self._cv:
-            q = self._queues.pop(peer, collections.deque())
-            self._count -= len(q)
-            return list(q)
-
-    def __len__(self) -> int:
-        with self._cv:
-            return self._count
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-
-
-# --------------------------------------------------------------------------- the daemon
 
 
 class Daemon:
@@ -327,7 +88,7 @@ class Daemon:
         self.keepalive_s = keepalive_s
         self.token = token if token is not None else load_token()
         if engine is None:
-            from .engine import Engine
+            from ..engine import Engine
 
             engine = Engine()
         self.engine = engine
@@ -409,7 +170,7 @@ class Daemon:
             os.chmod(path, 0o600)
             if not stat.S_ISSOCK(path.stat().st_mode):
                 raise SetupError(f"{path} is not a socket")
-            _check_private(path, 0o600)
+            check_private(path, 0o600)
         for sandbox in self.sandboxes:
             self._bind_sandbox(sandbox)
         self.replies = self.ctx.socket(zmq.PULL)
@@ -811,20 +572,6 @@ class Daemon:
 
     def _devices(self) -> list[str]:
         return list((self.capabilities or {}).get("devices", []))
-
-
-def curve_keys() -> tuple[bytes, bytes]:
-    """The daemon's CURVE key pair for --allow-remote (created once, 0600)."""
-    d = private_dir(config.config_dir())
-    pub_f, sec_f = d / "curve.public", d / "curve.secret"
-    if not sec_f.exists():
-        pub, sec = zmq.curve_keypair()
-        fd = os.open(sec_f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(sec)
-        pub_f.write_bytes(pub)
-    _check_private(sec_f, 0o600)
-    return pub_f.read_bytes(), sec_f.read_bytes()
 
 
 def main_serve(endpoint: str | None = None, allow_remote: bool = False) -> int:
