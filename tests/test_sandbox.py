@@ -76,6 +76,8 @@ def flatpak_run(exe: str, home: Path, app: str, *argv: str) -> subprocess.Comple
     runtime = f"/run/user/{os.getuid()}"
     cmd = [exe, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/run",
            "--tmpfs", str(home), "--bind", str(root), str(root), "--ro-bind", str(PROBE), "/tmp/plugin_probe.py",
+           # the Pythons that run the plug-in's side stay visible even when they live under /tmp (a CI checkout)
+           *[arg for p in sorted({sys.prefix, sys.base_prefix}) for arg in ("--ro-bind", p, p)],
            "--dir", runtime, "--unshare-net", "--unshare-pid", "--die-with-parent", "--clearenv",
            "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", str(home), "--setenv", "XDG_RUNTIME_DIR", runtime,
            "--setenv", "XDG_CONFIG_HOME", str(root / "config"), "--setenv", "XDG_CACHE_HOME", str(root / "cache"),

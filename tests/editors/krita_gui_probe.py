@@ -79,30 +79,46 @@ def _probe():
     os._exit(0)
 
 
-def _run_action_through_ui(doc):
-    """Trigger Refine Selection like a user (menu action -> worker thread -> result) and wait for it."""
+def _disc_layer(doc, radius):
+    """A new paint layer of `doc`: a dark disc of `radius` px in the middle of a light background (BGRA)."""
+    w, h = doc.width(), doc.height()
+    layer = doc.createNode("Photo", "paintlayer")
+    doc.rootNode().addChildNode(layer, None)
+    px = bytearray()
+    for y in range(h):  # one row at a time: a 6 MP document is filled in a second
+        half = int(max(0.0, radius ** 2 - (y - h / 2) ** 2) ** 0.5)
+        lo, hi = max(0, int(w / 2) - half), min(w, int(w / 2) + half)
+        px += b"\xe0\xd0\xc0\xff" * lo + b"\x20\x30\x40\xff" * (hi - lo) + b"\xe0\xd0\xc0\xff" * (w - hi)
+    layer.setPixelData(bytes(px), 0, 0, w, h)
+    return layer
+
+
+def _trigger_refine(doc, layer, rect):
+    """Select `rect` (x, y, w, h) on `layer` and trigger Refine Selection like a user: -> (the
+    selection's bytes before, the time it was triggered)."""
     import time
 
     from krita import Selection
 
-    w, h = doc.width(), doc.height()
-    layer = doc.createNode("Photo", "paintlayer")
-    doc.rootNode().addChildNode(layer, None)
-    px = bytearray(w * h * 4)
-    for y in range(h):  # a dark disc on a light background, BGRA
-        for x in range(w):
-            inside = (x - w / 2) ** 2 + (y - h / 2) ** 2 < (h / 4) ** 2
-            px[4 * (y * w + x): 4 * (y * w + x) + 4] = b"\x20\x30\x40\xff" if inside else b"\xe0\xd0\xc0\xff"
-    layer.setPixelData(bytes(px), 0, 0, w, h)
     sel = Selection()
-    sel.select(int(w / 2 - h / 4 - 12), int(h / 4 - 12), int(h / 2 + 24), int(h / 2 + 24), 255)
+    sel.select(*rect, 255)
     doc.setSelection(sel)
     doc.setActiveNode(layer)
     for _ in range(10):
         QApplication.processEvents()
-    before = bytes(doc.selection().pixelData(0, 0, w, h))
+    before = bytes(doc.selection().pixelData(0, 0, doc.width(), doc.height()))
     t0 = time.perf_counter()
     Krita.instance().action("mattekit_refine_selection").trigger()
+    return before, t0
+
+
+def _run_action_through_ui(doc):
+    """Trigger Refine Selection like a user (menu action -> worker thread -> result) and wait for it."""
+    import time
+
+    w, h = doc.width(), doc.height()
+    layer = _disc_layer(doc, h / 4)
+    before, t0 = _trigger_refine(doc, layer, (int(w / 2 - h / 4 - 12), int(h / 4 - 12), int(h / 2 + 24), int(h / 2 + 24)))
     responsive = 0
     modality = set()
     while time.perf_counter() - t0 < 60:
@@ -125,28 +141,11 @@ def _cancel_through_ui(window):
     progress: the job must end without touching the selection, and the UI must keep turning."""
     import time
 
-    from krita import Selection
-
     w, h = 3000, 2000
     doc = Krita.instance().createDocument(w, h, "cancel", "RGBA", "U8", "", 72.0)
     window.addView(doc)
-    layer = doc.createNode("Photo", "paintlayer")
-    doc.rootNode().addChildNode(layer, None)
-    px = bytearray()
-    for y in range(h):  # a dark disc on a light background, BGRA, one row at a time
-        half = int(max(0.0, (h / 3) ** 2 - (y - h / 2) ** 2) ** 0.5)
-        lo, hi = max(0, w // 2 - half), min(w, w // 2 + half)
-        px += b"\xe0\xd0\xc0\xff" * lo + b"\x20\x30\x40\xff" * (hi - lo) + b"\xe0\xd0\xc0\xff" * (w - hi)
-    layer.setPixelData(bytes(px), 0, 0, w, h)
-    sel = Selection()
-    sel.select(w // 2 - h // 3 - 40, h // 6 - 40, 2 * h // 3 + 80, 2 * h // 3 + 80, 255)
-    doc.setSelection(sel)
-    doc.setActiveNode(layer)
-    for _ in range(10):
-        QApplication.processEvents()
-    before = bytes(doc.selection().pixelData(0, 0, w, h))
-    t0 = time.perf_counter()
-    Krita.instance().action("mattekit_refine_selection").trigger()
+    layer = _disc_layer(doc, h / 3)
+    before, t0 = _trigger_refine(doc, layer, (w // 2 - h // 3 - 40, h // 6 - 40, 2 * h // 3 + 80, 2 * h // 3 + 80))
     cancelled_at = None
     value = label = None
     while time.perf_counter() - t0 < 120:

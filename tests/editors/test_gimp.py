@@ -364,20 +364,24 @@ def test_zmtp_fallback_transport_inside_gimp(batch):
     np.testing.assert_array_equal(got, full)
 
 
+def _disc_png(path: Path, h: int, w: int, radius: int, seed: int) -> None:
+    """A noisy h x w photo of a blue disc on orange, as a PNG at `path` (for the large-image cases)."""
+    import cv2
+
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    disc = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) < radius ** 2
+    img = np.where(disc[..., None], [40, 160, 230], [200, 120, 60]).astype(np.uint8)
+    img = np.clip(img + np.random.default_rng(seed).normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(path), img[..., ::-1])
+
+
 def test_cancel_in_gimp_stops_the_daemons_job(batch):
     """GIMP's progress Cancel ends the plug-in process outright (gimp_plug_in_close kills it): the
     daemon sees its client gone at the next progress message and stops the job there, instead of
     computing a result nobody will read. Killed here as GIMP does, while the daemon is mid-job."""
     import threading
 
-    import cv2
-
-    h, w = 2000, 3000
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    disc = ((xx - 1500) ** 2 + (yy - 1000) ** 2) < 700 ** 2
-    img = np.where(disc[..., None], [40, 160, 230], [200, 120, 60]).astype(np.uint8)
-    img = np.clip(img + np.random.default_rng(1).normal(0, 6, img.shape), 0, 255).astype(np.uint8)
-    cv2.imwrite(str(batch["root"] / "root" / "mk" / "cancel.png"), img[..., ::-1])
+    _disc_png(batch["root"] / "root" / "mk" / "cancel.png", 2000, 3000, 700, seed=1)
     cases = [{"name": "cancelled", "file": "/root/mk/cancel.png", "precision": "u8-non-linear", "procedure": REFINE,
               "args": {"output": "foreground", "amount": 100.0}, "select": [760, 270, 1480, 1460]}]
     client = batch["client"]
@@ -469,14 +473,7 @@ def test_the_refine_dialog_opens_in_the_gui_with_every_control(batch, tmp_path):
 
 @pytest.mark.skipif(not os.environ.get("MATTEKIT_GIMP_BENCH"), reason="set MATTEKIT_GIMP_BENCH=1 to time a 12 MP image")
 def test_timing_12mp(batch, capsys):
-    import cv2
-
-    h, w = 3000, 4000
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    disc = ((xx - 2000) ** 2 + (yy - 1500) ** 2) < 1000 ** 2
-    img = np.where(disc[..., None], [40, 160, 230], [200, 120, 60]).astype(np.uint8)
-    img = np.clip(img + np.random.default_rng(0).normal(0, 6, img.shape), 0, 255).astype(np.uint8)
-    cv2.imwrite(str(batch["root"] / "root" / "mk" / "big.png"), img[..., ::-1])
+    _disc_png(batch["root"] / "root" / "mk" / "big.png", 3000, 4000, 1000, seed=0)
     cases = [
         {"name": "big_refine", "file": "/root/mk/big.png", "precision": "u8-non-linear", "procedure": REFINE,
          "args": {"output": "selection"}, "select": [990, 480, 2020, 2040]},
