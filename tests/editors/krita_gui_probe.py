@@ -95,7 +95,8 @@ def _disc_layer(doc, radius):
 
 def _trigger_refine(doc, layer, rect):
     """Select `rect` (x, y, w, h) on `layer` and trigger Refine Selection like a user: -> (the
-    selection's bytes before, the time it was triggered)."""
+    selection's bytes before, the time it was triggered, whether the selection had already
+    changed when the action returned: it must not, the job runs on a worker thread)."""
     import time
 
     from krita import Selection
@@ -109,7 +110,8 @@ def _trigger_refine(doc, layer, rect):
     before = bytes(doc.selection().pixelData(0, 0, doc.width(), doc.height()))
     t0 = time.perf_counter()
     Krita.instance().action("mattekit_refine_selection").trigger()
-    return before, t0
+    done_at_return = bytes(doc.selection().pixelData(0, 0, doc.width(), doc.height())) != before
+    return before, t0, done_at_return
 
 
 def _run_action_through_ui(doc):
@@ -118,7 +120,7 @@ def _run_action_through_ui(doc):
 
     w, h = doc.width(), doc.height()
     layer = _disc_layer(doc, h / 4)
-    before, t0 = _trigger_refine(doc, layer, (int(w / 2 - h / 4 - 12), int(h / 4 - 12), int(h / 2 + 24), int(h / 2 + 24)))
+    before, t0, done_at_return = _trigger_refine(doc, layer, (int(w / 2 - h / 4 - 12), int(h / 4 - 12), int(h / 2 + 24), int(h / 2 + 24)))
     responsive = 0
     modality = set()
     while time.perf_counter() - t0 < 60:
@@ -132,7 +134,7 @@ def _run_action_through_ui(doc):
     after = doc.selection()
     data = bytes(after.pixelData(0, 0, w, h)) if after is not None else b""
     return {"changed": data != before and len(data) == w * h, "seconds": time.perf_counter() - t0, "progress_modality": sorted(modality),
-            "event_loop_turns": responsive, "soft_pixels": sum(1 for v in data if 0 < v < 255),
+            "event_loop_turns": responsive, "done_when_the_action_returned": done_at_return, "soft_pixels": sum(1 for v in data if 0 < v < 255),
             "selected_before": sum(1 for v in before if v > 127), "selected_after": sum(1 for v in data if v > 127)}
 
 
@@ -145,7 +147,7 @@ def _cancel_through_ui(window):
     doc = Krita.instance().createDocument(w, h, "cancel", "RGBA", "U8", "", 72.0)
     window.addView(doc)
     layer = _disc_layer(doc, h / 3)
-    before, t0 = _trigger_refine(doc, layer, (w // 2 - h // 3 - 40, h // 6 - 40, 2 * h // 3 + 80, 2 * h // 3 + 80))
+    before, t0, _ = _trigger_refine(doc, layer, (w // 2 - h // 3 - 40, h // 6 - 40, 2 * h // 3 + 80, 2 * h // 3 + 80))
     cancelled_at = None
     value = label = None
     while time.perf_counter() - t0 < 120:

@@ -456,7 +456,9 @@ def test_gui_menus_shortcuts_and_dialog(daemon, client, tmp_path):
     assert (home / ".local/share/krita/actions/mattekit_krita.action").exists()
     run = info["action_run"]  # the real UI path: action -> QThread -> progress -> selection written
     assert run["changed"] and run["soft_pixels"] > 0 and run["selected_after"] < run["selected_before"], run
-    assert run["event_loop_turns"] > 5  # the UI thread was not blocked while the daemon worked
+    # The UI thread was not blocked while the daemon worked: the action returned before the result
+    # came, and the event loop turned until it did (how often depends only on the job's speed).
+    assert not run["done_when_the_action_returned"] and run["event_loop_turns"] >= 1, run
     # The progress dialog leaves the canvas usable: it is there, and not (window-)modal.
     assert run["progress_modality"] and all(m.split(".")[-1] in ("NonModal", "0") for m in run["progress_modality"]), run
     assert info["refine_models"][:4] == ["auto", "portrait", "general", "classical"]  # what the daemon reports, after the base

@@ -385,7 +385,7 @@ class MatteKit(Gimp.PlugIn):
             models = dict(C.model_choices(op, _daemon_hello()))
             procedure.add_choice_argument("model", "_Model", "Which model finds the subject or solves the edge", _choice(models), "auto", _RW)
             procedure.add_int_argument("band-width", "Edge _band width", "Width of the uncertain edge band in pixels (0 = automatic)",
-                                       0, 1024, 0, _RW)
+                                       0, P.BAND_MAX_PX, 0, _RW)
             # Select and Mask's edge controls (the shared core's list; the daemon applies them in this order).
             for key, label, lo, hi in C.EDGE_CONTROLS:
                 procedure.add_double_argument(key.replace("_", "-"), label, "0 = off; sizes are a percentage of the layer's short side",
