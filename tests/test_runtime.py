@@ -38,6 +38,20 @@ def _max_diffs(a, b):
     return [float((x - y).abs().max()) for x, y in zip(fa, fb)]
 
 
+def test_onnx_sessions_follow_the_memory_arena_setting(exported, monkeypatch):
+    """Every ONNX session (our models' and the packaged ones') is opened by one function, with the CPU
+    arena off by default: the daemon keeps its sessions, and an arena keeps each one's peak."""
+    from mattekit import config
+    from mattekit.packaged import PackagedSubject
+
+    _, _, path = exported
+    assert config.ORT_MEMORY_ARENA is False
+    for arena in (False, True):
+        monkeypatch.setattr(config, "ORT_MEMORY_ARENA", arena)
+        for session in (OrtForward(path, threads=1).session, PackagedSubject(path, "u2net").session):
+            assert session.get_session_options().enable_cpu_mem_arena is arena
+
+
 def test_onnx_matches_torch(exported):
     name, model, path = exported
     ort_forward = OrtForward(path, threads=1)

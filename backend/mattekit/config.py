@@ -116,6 +116,10 @@ PREVIEW_SIDE = 512
 RUNTIME_AMP = True
 RUNTIME_CHANNELS_LAST = True
 ORT_THREADS = None
+#: ONNX Runtime's CPU memory arena. Off: it keeps a session's peak working memory for the session's
+#: life, which is the daemon's: u2netp at 320 x 320 kept 499 MB resident with it and 55 MB without
+#: (the daemon idle 787 MB -> ~340 MB), for 0.22 s per run instead of 0.17 s (2 cores, measured).
+ORT_MEMORY_ARENA = False
 
 #: Default decontamination amount (0 = keep original colours, 1 = fully estimated).
 DECONTAMINATE_AMOUNT = 1.0

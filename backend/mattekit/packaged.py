@@ -343,9 +343,11 @@ def torch_copy(name: str, onnx: Path, dest: Path) -> dict:
 def onnx_parity(model: Any, onnx: Path, sizes: tuple[tuple[int, int], ...]) -> float:
     """Max |difference| between a torch copy's `export_output` and the ONNX file's first output, on
     seeded random inputs in [-1, 1] of each (H, W) in `sizes`."""
-    import onnxruntime as ort
     import torch
-    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+
+    from .onnx_session import new_session
+
+    session = new_session(onnx, threads=None)
     rng = np.random.default_rng(0)
     worst = 0.0
     for h, w in sizes:
@@ -367,14 +369,11 @@ class PackagedSubject:
 
     def __init__(self, path: str | Path, preprocess: str, *, threads: int | None = mk_config.ORT_THREADS,
                  providers: tuple[str, ...] = ("CPUExecutionProvider",)):
-        import onnxruntime as ort
+        from .onnx_session import new_session
 
         if preprocess not in ("u2net", "modnet", "rvm", "isnet"):
             raise ValueError(f"unknown preprocessing {preprocess!r}")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=list(providers))
+        self.session = new_session(path, threads=threads, providers=providers)
         self.preprocess = preprocess
         self.input = self.session.get_inputs()[0].name
 

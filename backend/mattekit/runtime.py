@@ -136,13 +136,9 @@ class OrtForward:
 
     def __init__(self, onnx_path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
                  threads: int | None = None):
-        import onnxruntime as ort
+        from .onnx_session import new_session
 
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=list(providers))
+        self.session = new_session(onnx_path, threads=threads, providers=providers)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.spec = json.loads(meta.get(_STRUCTURE_KEY, '"T"'))
         self.inputs = self.session.get_inputs()
