@@ -161,6 +161,35 @@ def test_exif_orientation_is_applied_and_the_icc_profile_kept(at_daemon, tmp_pat
         assert out.info.get("icc_profile") == srgb
 
 
+def test_a_png_s_orientation_and_profile_are_read_from_its_chunks_without_decoding_it_twice(tmp_path, monkeypatch):
+    """eXIf may follow the pixel data (Pillow then decodes the whole image to find it: seconds at 40 MP);
+    the chunks are walked instead, and the 16-bit pixels come through OpenCV alone."""
+    import struct
+    import zlib
+
+    from mattekit import files
+
+    pixels = np.random.default_rng(0).integers(0, 65536, (30, 50, 3), dtype=np.uint16)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    png = files.encode(pixels, ".png", icc=srgb)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 90 ccw to show upright
+    body = exif.tobytes()
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body) & 0xFFFFFFFF)
+    iend = png.rindex(b"IEND") - 4
+    (tmp_path / "late_exif.png").write_bytes(png[:iend] + chunk + png[iend:])  # after IDAT, before IEND
+
+    def no_decode(self, *args, **kwargs):
+        raise AssertionError("Pillow decoded the pixels")
+
+    monkeypatch.setattr(Image.Image, "load", no_decode)
+    pic = files.read_picture(tmp_path / "late_exif.png")
+    assert pic.icc == srgb
+    np.testing.assert_array_equal(pic.pixels, np.rot90(pixels))  # orientation 8, 16 bits kept
+    (tmp_path / "broken.png").write_bytes(png[:iend] + struct.pack(">I", 4) + b"eXIf" + b"junk" + b"\0" * 4 + png[iend:])
+    np.testing.assert_array_equal(files.read_picture(tmp_path / "broken.png").pixels, pixels)  # unreadable EXIF: as stored
+
+
 def test_global_options_work_after_the_subcommand(daemon, mk_env, tmp_path, monkeypatch):
     d, _ = daemon
     monkeypatch.setenv("MATTEKIT_ENDPOINT", f"ipc://{tmp_path}/wrong.sock")

@@ -44,12 +44,46 @@ class Picture:
 def _orientation_and_icc(data: bytes) -> tuple[int, bytes | None]:
     from PIL import Image, UnidentifiedImageError
 
+    if data[:8] == PNG_SIGNATURE:
+        return _png_orientation_and_icc(data)
     try:
         with Image.open(io.BytesIO(data)) as im:
             orientation = int(im.getexif().get(0x0112, 1) or 1)
             return orientation, im.info.get("icc_profile")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return 1, None  # OpenCV may still read it (e.g. a float TIFF); then it has no metadata we use
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_orientation_and_icc(data: bytes) -> tuple[int, bytes | None]:
+    """A PNG's EXIF orientation and ICC profile, read from its eXIf and iCCP chunks without decoding the
+    pixels: Pillow's getexif() decodes the whole image to look for an eXIf chunk after the pixel data
+    (2.2 s for a 40 MP 16-bit PNG, on top of OpenCV's own decode)."""
+    from PIL import Image
+
+    view = memoryview(data)
+    exif = icc = None
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", view[pos:pos + 8])
+        if kind == b"eXIf":
+            exif = bytes(view[pos + 8:pos + 8 + length])
+        elif kind == b"iCCP":  # name, 0, compression method 0, zlib data
+            body = bytes(view[pos + 8:pos + 8 + length])
+            with contextlib.suppress(zlib.error, ValueError):
+                icc = zlib.decompress(body[body.index(b"\0") + 2:])
+        elif kind == b"IEND":
+            break
+        pos += 12 + length  # length, type, data, CRC
+    orientation = 1
+    if exif:
+        with contextlib.suppress(Exception):  # a damaged EXIF block: the picture as stored
+            tags = Image.Exif()
+            tags.load(exif)
+            orientation = int(tags.get(0x0112, 1) or 1)
+    return orientation, icc
 
 
 def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -84,10 +118,10 @@ def read_picture(path: str | Path) -> Picture:
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ImageFileError(f"{name} is not an image this program can read (PNG, JPEG, TIFF, WebP, BMP)")
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        arr = arr[..., ::-1]
+    if arr.ndim == 3 and arr.shape[2] == 3:  # cv2's channel swaps: 5-10x numpy's copies at 40 MP
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
     elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[..., [2, 1, 0, 3]]
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
     elif arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     elif arr.ndim != 2:
@@ -165,10 +199,11 @@ def encode(pixels: np.ndarray, ext: str, icc: bytes | None = None) -> bytes:
     eight_bit = ext in (".jpg", ".jpeg", ".webp", ".bmp")
     if pixels.dtype != np.uint8 and (eight_bit or pixels.dtype != np.uint16):
         pixels = imageops.from_float(imageops.to_float(pixels), np.uint8 if eight_bit else np.uint16)
+    pixels = np.ascontiguousarray(pixels)
     if pixels.ndim == 3:
-        pixels = pixels[..., [2, 1, 0, 3]] if pixels.shape[2] == 4 else pixels[..., ::-1]
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(pixels), params)
+    ok, buf = cv2.imencode(ext, pixels, params)
     if not ok:
         raise ImageFileError(f"cannot encode a {pixels.shape} {pixels.dtype} image as {ext}")
     data = buf.tobytes()
