@@ -240,7 +240,8 @@ def run_task(task: Task, op: str, params: dict[str, Any], client_factory: Callab
     """Read, run and write one task -> (files written, the daemon's warnings, whether the selection is
     empty, what ran). Raises ImageFileError / MatteError."""
     picture = read_picture(task.source)
-    image = picture.pixels
+    image, icc = picture.pixels, picture.icc
+    del picture  # the RGBA file's pixels are freed once split into the photo and its alpha below
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     shape = image.shape[:2]
@@ -262,11 +263,14 @@ def run_task(task: Task, op: str, params: dict[str, Any], client_factory: Callab
     inputs = {"image": (image, None, "srgb"), **inputs}
     with client_factory() as client:
         result = client.run_job(op, inputs, params, progress=progress)
+    del inputs  # the photo is kept only for a contact sheet: encoding a 40 MP result needs the memory
+    if not getattr(args, "sheet", None):
+        image = None
     written = []
     fg = result.foreground
     if fg is not None:
         main = fg if background is None else over_background(fg, background)
-        write_picture(task.output, main, picture.icc)
+        write_picture(task.output, main, icc)
         written.append(task.output)
     if result.alpha is not None:
         target = task.alpha_output or task.output

@@ -16,6 +16,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -178,12 +179,12 @@ def check_folder(folder: Path, *, flag: str) -> None:
         raise ImageFileError(f"{flag}: cannot write in {folder}: {exc.strerror}") from None
 
 
-def _png_with_icc(png: bytes, icc: bytes) -> bytes:
-    """Insert an iCCP chunk after IHDR (PNG spec 11.3.3.3: name, 0, method 0, zlib data)."""
+def _png_with_icc(png: memoryview, icc: bytes) -> list[Any]:
+    """The PNG's pieces with an iCCP chunk after IHDR (PNG spec 11.3.3.3: name, 0, method 0, zlib data)."""
     body = b"ICC Profile\0\0" + zlib.compress(icc)
     chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body) & 0xFFFFFFFF)
     end_of_ihdr = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
-    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
+    return [png[:end_of_ihdr], chunk, png[end_of_ihdr:]]
 
 
 def encode(pixels: np.ndarray, ext: str, icc: bytes | None = None) -> bytes:
@@ -191,6 +192,11 @@ def encode(pixels: np.ndarray, ext: str, icc: bytes | None = None) -> bytes:
 
     JPEG and WebP take 8 bits (16-bit input is rounded); the ICC profile is kept in PNG and TIFF.
     """
+    return b"".join(_encoded_pieces(pixels, ext, icc))
+
+
+def _encoded_pieces(pixels: np.ndarray, ext: str, icc: bytes | None = None) -> list[Any]:
+    """`encode`'s file as consecutive buffers, not copied into one (a 40 MP 16-bit PNG is 200+ MB)."""
     import cv2
 
     from . import imageops
@@ -200,21 +206,23 @@ def encode(pixels: np.ndarray, ext: str, icc: bytes | None = None) -> bytes:
     if pixels.dtype != np.uint8 and (eight_bit or pixels.dtype != np.uint16):
         pixels = imageops.from_float(imageops.to_float(pixels), np.uint8 if eight_bit else np.uint16)
     pixels = np.ascontiguousarray(pixels)
+    shape, dtype = pixels.shape, pixels.dtype
     if pixels.ndim == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, pixels, params)
+    del pixels  # the channel-swapped copy
     if not ok:
-        raise ImageFileError(f"cannot encode a {pixels.shape} {pixels.dtype} image as {ext}")
-    data = buf.tobytes()
+        raise ImageFileError(f"cannot encode a {shape} {dtype} image as {ext}")
+    data = memoryview(buf).cast("B")
     if icc and ext == ".png":
-        data = _png_with_icc(data, icc)
-    elif icc and ext in (".tif", ".tiff"):
-        data = _tiff_with_icc(data, icc)
-    return data
+        return _png_with_icc(data, icc)
+    if icc and ext in (".tif", ".tiff"):
+        return [_tiff_with_icc(data, icc)]
+    return [data]
 
 
-def _tiff_with_icc(data: bytes, icc: bytes) -> bytes:
+def _tiff_with_icc(data: memoryview, icc: bytes) -> Any:
     """The TIFF re-saved by Pillow with the profile when it is 8-bit; a 16-bit colour TIFF is kept as
     OpenCV wrote it, without the profile (OpenCV cannot embed one, and Pillow would lose the bits)."""
     from PIL import Image
@@ -233,15 +241,18 @@ def _tiff_with_icc(data: bytes, icc: bytes) -> bytes:
 def write_picture(path: str | Path, pixels: np.ndarray, icc: bytes | None = None) -> None:
     """Write to `path` (standard output for "-", as PNG) atomically: a partial file never replaces a good one."""
     if str(path) == STDIO:
-        sys.stdout.buffer.write(encode(pixels, ".png", icc))
+        for piece in _encoded_pieces(pixels, ".png", icc):
+            sys.stdout.buffer.write(piece)
         sys.stdout.buffer.flush()
         return
     p = Path(path)
-    data = encode(pixels, p.suffix or ".png", icc)
+    pieces = _encoded_pieces(pixels, p.suffix or ".png", icc)
     tmp = p.with_name(f".{p.name}.part")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            for piece in pieces:
+                f.write(piece)
         os.replace(tmp, p)
     except OSError as exc:
         with contextlib.suppress(OSError):
