@@ -190,6 +190,20 @@ def test_a_png_s_orientation_and_profile_are_read_from_its_chunks_without_decodi
     np.testing.assert_array_equal(files.read_picture(tmp_path / "broken.png").pixels, pixels)  # unreadable EXIF: as stored
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_red_and_blue_swap_at_every_depth_a_file_can_have(dtype, channels):
+    from mattekit.files import swap_red_blue
+
+    rgba = (np.random.default_rng(1).random((9, 13, channels)) * 250).astype(dtype)
+    view = rgba[:, ::2]  # not contiguous
+    out = swap_red_blue(view)
+    expected = view[..., [2, 1, 0, 3][:channels]]
+    assert out.dtype == dtype and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(swap_red_blue(out), view)
+
+
 def test_global_options_work_after_the_subcommand(daemon, mk_env, tmp_path, monkeypatch):
     d, _ = daemon
     monkeypatch.setenv("MATTEKIT_ENDPOINT", f"ipc://{tmp_path}/wrong.sock")

@@ -87,6 +87,16 @@ def _png_orientation_and_icc(data: bytes) -> tuple[int, bytes | None]:
     return orientation, icc
 
 
+def swap_red_blue(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 3|4) RGB(A) <-> BGR(A), a new C-contiguous array. cv2's swap for the depths it has (5-10x
+    numpy's strided copy: 0.7 s for a 40 MP 16-bit photo), numpy's for any other (a float64 TIFF)."""
+    import cv2
+
+    if pixels.dtype in (np.uint8, np.uint16, np.float32):
+        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    return np.ascontiguousarray(pixels[..., [2, 1, 0, 3]] if pixels.shape[2] == 4 else pixels[..., ::-1])
+
+
 def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1..8) to (H, W[, C]) pixels: the upright picture."""
     ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
@@ -119,10 +129,8 @@ def read_picture(path: str | Path) -> Picture:
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ImageFileError(f"{name} is not an image this program can read (PNG, JPEG, TIFF, WebP, BMP)")
-    if arr.ndim == 3 and arr.shape[2] == 3:  # cv2's channel swaps: 5-10x numpy's copies at 40 MP
-        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
-    elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        arr = swap_red_blue(arr)
     elif arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     elif arr.ndim != 2:
@@ -205,10 +213,9 @@ def _encoded_pieces(pixels: np.ndarray, ext: str, icc: bytes | None = None) -> l
     eight_bit = ext in (".jpg", ".jpeg", ".webp", ".bmp")
     if pixels.dtype != np.uint8 and (eight_bit or pixels.dtype != np.uint16):
         pixels = imageops.from_float(imageops.to_float(pixels), np.uint8 if eight_bit else np.uint16)
-    pixels = np.ascontiguousarray(pixels)
     shape, dtype = pixels.shape, pixels.dtype
     if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+        pixels = swap_red_blue(pixels)
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, pixels, params)
     del pixels  # the channel-swapped copy
