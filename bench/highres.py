@@ -499,10 +499,10 @@ def report(fg_rows: list[dict], refine_row: dict | None, select_rows: list[dict]
     return "\n".join(out)
 
 
-def write_docs(section: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None:
-    """Replace (or append) the 'High resolution and speed' section, leaving the others alone."""
+def write_docs(section: str, path: Path = ROOT / "docs" / "benchmarks.md", heading: str = SECTION) -> None:
+    """Replace (or append) the section under `heading` (this module's by default), leaving the others alone."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
+    pat = re.compile(re.escape(heading) + r".*?(?=\n## |\Z)", re.S)
     old = pat.search(text)
     if old and NOTES in old.group(0) and NOTES not in section:  # the hand-written reading of the numbers stays
         section = section.rstrip() + "\n\n" + old.group(0)[old.group(0).index(NOTES):].rstrip() + "\n"
