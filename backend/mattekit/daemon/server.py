@@ -162,21 +162,26 @@ class Daemon:
             self.curve_public = pub
             # The key itself stays out of logs: clients read it from the file.
             log.warning("remote access on %s with CURVE; clients need the server key in %s", self.endpoint, config.config_dir() / "curve.public")
-        try:
-            self.router.bind(self.endpoint)
-        except zmq.ZMQError as exc:
-            raise SetupError(f"cannot bind {self.endpoint}: {exc}") from None
-        if path is not None:
-            os.chmod(path, 0o600)
-            if not stat.S_ISSOCK(path.stat().st_mode):
-                raise SetupError(f"{path} is not a socket")
-            check_private(path, 0o600)
+        self._bind_endpoint(self.endpoint, path)
         for sandbox in self.sandboxes:
             self._bind_sandbox(sandbox)
         self.replies = self.ctx.socket(zmq.PULL)
         self.replies.bind(self._reply_addr)
         self.worker = threading.Thread(target=self._work, name="mattekit-worker", daemon=True)
         self.worker.start()
+
+    def _bind_endpoint(self, endpoint: str, path: Path | None) -> None:
+        """Bind the router on `endpoint`; for an ipc socket (`path`, whose lock we hold) make it
+        0600 and check it is a private socket. Raises SetupError."""
+        try:
+            self.router.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise SetupError(f"cannot bind {endpoint}: {exc}") from None
+        if path is not None:
+            os.chmod(path, 0o600)
+            if not stat.S_ISSOCK(path.stat().st_mode):
+                raise SetupError(f"{path} is not a socket")
+            check_private(path, 0o600)
 
     def _bind_sandbox(self, sandbox: Sandbox) -> None:
         """Also serve a sandboxed editor: its own ipc socket (locked like the main one) and a fresh
@@ -195,10 +200,9 @@ class Daemon:
         try:
             if path.exists():  # left by a daemon that died: we hold its lock
                 path.unlink()
-            self.router.bind(sandbox.endpoint)
-            os.chmod(path, 0o600)
+            self._bind_endpoint(sandbox.endpoint, path)
             write_token(sandbox, self.token)
-        except (OSError, zmq.ZMQError) as exc:
+        except (OSError, SetupError) as exc:
             lock.release()
             log.warning("not serving the %s sandbox at %s: %s", sandbox.app, sandbox.endpoint, exc)
             return
