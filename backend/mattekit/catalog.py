@@ -53,7 +53,7 @@ class Catalog:
     onnx: registry-packaged models (run by `packaged.PackagedSubject`) -> entry; scores: name ->
     `weights_index.subject_score` (measured test-split numbers); entries: every registry entry read."""
 
-    by_task: dict[str, list[str]] = field(default_factory=lambda: _classical_only())
+    by_task: dict[str, list[str]] = field(default_factory=_classical_only)
     people: frozenset[str] = frozenset()
     not_auto: frozenset[str] = frozenset()
     onnx: dict[str, dict[str, Any]] = field(default_factory=dict)

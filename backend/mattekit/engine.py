@@ -300,10 +300,11 @@ class Engine:
             self.choose_method("foreground", "classical" if params["model"] == "classical" else "auto"), alpha.shape)
         progress("foreground", 0.82, model=method)
         if method == "classical" and direct_foreground_encoding(ispec):
-            rgba8 = fg.classical_decontaminate_encoded(image, alpha, amount, P.numpy_dtype(ispec.dtype), bgr=ispec.order.startswith("BGR"),
+            fspec = foreground_spec(ispec)
+            rgba8 = fg.classical_decontaminate_encoded(image, alpha, amount, P.numpy_dtype(ispec.dtype), bgr=fspec.order == "BGRA",
                                                        layer_alpha=layer_alpha, progress=lambda f: progress("foreground", 0.82 + 0.13 * f),
                                                        encode_progress=lambda f: progress("encode", 0.95 + 0.04 * f))
-            return (foreground_spec(ispec), rgba8), method
+            return (fspec, rgba8), method
         if method == "classical":
             rgba = fg.classical_decontaminate(image, alpha, amount, progress=lambda f: progress("foreground", 0.82 + 0.13 * f))
         else:
