@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mattekit import foreground, imageops
+from mattekit import config, foreground, imageops
 from synth import soft_disc
 
 
@@ -162,6 +162,20 @@ def test_a_foreground_written_straight_into_the_wire_buffer_equals_the_float_pat
                 got = foreground.classical_decontaminate_encoded(image, alpha, amount, dtype, bgr=bgr, layer_alpha=la)
                 assert got.dtype == dtype and got.shape == (560, 600, 4)
                 np.testing.assert_array_equal(got, want[..., [2, 1, 0, 3]] if bgr else want)
+
+
+def test_the_direct_path_spends_the_float_path_s_iteration_budget_when_alpha_barely_covers_pixels():
+    """Alpha in (0, eps] (a 16-bit or float matte's faint haze) is estimated by both paths but not
+    counted against the iteration budget (`classical_iterations`): here it would tip 10 iterations to 9."""
+    image, alpha, _ = synth(600, 600, 160)
+    soft = foreground.soft_region(alpha)
+    haze = ~soft & (alpha < 0.5)
+    budget = config.FOREGROUND_ITERATION_BUDGET
+    n_soft = int(soft.sum())
+    assert budget // n_soft >= 10 > budget // (n_soft + int(haze.sum()))  # the haze would cross a step
+    alpha = np.where(haze, np.float32(foreground.ALPHA_EPS / 2), alpha).astype(np.float32)
+    want = imageops.from_float(foreground.classical_decontaminate(image, alpha, 1.0), np.uint16)
+    np.testing.assert_array_equal(foreground.classical_decontaminate_encoded(image, alpha, 1.0, np.uint16), want)
 
 
 def test_a_directly_encoded_foreground_without_soft_pixels_is_the_image_and_rejects_bad_arguments():

@@ -522,7 +522,9 @@ def classical_decontaminate_encoded(image: np.ndarray, alpha: np.ndarray, amount
     soft = ((a > 0) & (a < 1.0 - ALPHA_EPS)).view(np.uint8)  # covered, short of opaque: even alpha = 1/1000 shows some F
     n_soft = cv2.countNonZero(soft)
     if n_soft:
-        F = estimate_foreground_ml_band(img, a, n_big_iterations=classical_iterations(a, soft_pixels=n_soft), fill_settled=False,
+        # The budget counts `soft_region` (eps < alpha), as `classical_foreground` does: 2-4 ms at 12 MP.
+        budgeted = int(np.count_nonzero(a[soft.view(np.bool_)] > ALPHA_EPS))
+        F = estimate_foreground_ml_band(img, a, n_big_iterations=classical_iterations(a, soft_pixels=budgeted), fill_settled=False,
                                         soft=soft, progress=lambda f: report(estimate_share * f))
     else:
         F = np.empty((1, 1, 3), np.float32)  # never read: no pixel is soft
