@@ -16,15 +16,20 @@ for _sub in ("backend", "training"):
         sys.path.insert(0, str(ROOT / _sub))
 
 
-def rss_bytes() -> int:
-    """Current resident set size of this process, bytes (Linux /proc; 0 elsewhere)."""
+def proc_status_kb(key: str = "VmRSS", pid: int | str = "self") -> int:
+    """A memory line of /proc/PID/status (VmRSS, VmHWM, ...), KiB; 0 where there is none (not Linux)."""
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process, bytes (Linux /proc; 0 elsewhere)."""
+    return proc_status_kb("VmRSS") * 1024
 
 
 class PeakRSS:

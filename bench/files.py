@@ -25,16 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import ROOT, machine, table
+from bench.common import ROOT, machine, proc_status_kb, table
 
 SECTION = "## Large files through the command line"
-
-
-def _proc_kb(pid: int, key: str) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 #: `python -m mattekit ARGS` that reports its own peak RSS at exit. Not the child's rusage: that counts
@@ -86,7 +79,7 @@ def bench_select_file(mp: float, runs: int, tmp: Path) -> dict[str, Any]:
         idle_kb, steady = -1, 0
         while steady < 4:  # the worker warms up after the socket is up: idle once its memory holds still
             time.sleep(0.5)
-            now = _proc_kb(daemon.pid, "VmRSS")
+            now = proc_status_kb("VmRSS", daemon.pid)
             steady = steady + 1 if abs(now - idle_kb) < 2048 else 0
             idle_kb = now
         cut = tmp / "cut.png"
@@ -99,7 +92,7 @@ def bench_select_file(mp: float, runs: int, tmp: Path) -> dict[str, Any]:
             if m:
                 model, seconds = m.group(1).rstrip(","), float(m.group(2))
                 daemon_s.append(seconds)
-        daemon_peak_kb = _proc_kb(daemon.pid, "VmHWM")
+        daemon_peak_kb = proc_status_kb("VmHWM", daemon.pid)
     finally:
         daemon.terminate()
         daemon.wait(30)
