@@ -164,6 +164,48 @@ def test_a_foreground_written_straight_into_the_wire_buffer_equals_the_float_pat
                 np.testing.assert_array_equal(got, want[..., [2, 1, 0, 3]] if bgr else want)
 
 
+def test_the_wire_s_own_pixels_give_the_decoded_image_s_foreground_bit_for_bit():
+    """The daemon's decontaminate reads the wire's 8- or 16-bit pixels (RGB, or a view of RGBA or
+    BGRA) instead of a decoded float image: the same answer, on a frame above dense_px."""
+    from mattekit import codec
+    from mattekit import protocol as P
+
+    image, alpha, _ = synth(560, 600, 160)
+    alpha[:, :4] = 0.4  # soft pixels on the frame's edge: the stencil's clamp
+    for dtype, code in ((np.uint8, "u8"), (np.uint16, "u16")):
+        rgba = imageops.from_float(np.dstack([image, alpha]), dtype)
+        for order in ("RGB", "RGBA", "BGRA"):
+            wire = {"RGB": np.ascontiguousarray(rgba[..., :3]), "RGBA": rgba, "BGRA": np.ascontiguousarray(rgba[..., [2, 1, 0, 3]])}[order]
+            spec = P.BufferSpec("image", 600, 560, code, order, "srgb")
+            decoded, _ = codec.decode_image(wire, spec)
+            want = foreground.classical_decontaminate_encoded(decoded, alpha, 0.7, dtype, bgr=order == "BGRA")
+            got = foreground.classical_decontaminate_encoded(codec.wire_rgb(wire, spec), alpha, 0.7, dtype, bgr=order == "BGRA")
+            np.testing.assert_array_equal(got, want)
+            assert np.abs(got[..., :3].astype(int) - wire[..., :3])[foreground.soft_region(alpha)].max() > 0  # colours were estimated
+        np.testing.assert_array_equal(foreground.estimate_foreground_ml_band(rgba[..., :3], alpha),
+                                      foreground.estimate_foreground_ml_band(imageops.to_float(rgba[..., :3]), alpha))
+
+
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_the_finest_level_s_band_gives_every_soft_pixel_the_whole_level_s_answer(iterations):
+    """At the finest level only the pixels within 2 x iterations (L1) of a soft pixel are kept and
+    iterated, packed: each soft pixel's answer is bit for bit what iterating the whole level gives
+    (the coarser levels solved alike, whole), with soft pixels on the frame's edges and in holes."""
+    image, alpha, _ = synth(300, 320, 90)
+    alpha[:, :2] = 0.3
+    alpha[-3:, :] = 0.6
+    alpha[150:154, 40:44] = 0.5  # a tiny island: its band is a few runs
+    n = alpha.size
+    soft = foreground.soft_region(alpha, eps=0.0) & (alpha < 1 - foreground.ALPHA_EPS)
+    band = foreground.estimate_foreground_ml_band(image, alpha, dense_px=n - 1, n_big_iterations=iterations)
+    whole = foreground.estimate_foreground_ml_band(image, alpha, dense_px=n, n_big_iterations=iterations)
+    np.testing.assert_array_equal(band[soft], whole[soft])
+    np.testing.assert_array_equal(band[~soft], image[~soft])
+    # ... and the cut is real: iterating a band one step too narrow changes the answer.
+    narrow = foreground.estimate_foreground_ml_band(image, alpha, dense_px=n - 1, n_big_iterations=iterations, reach=2 * iterations - 1)
+    assert not np.array_equal(narrow[soft], whole[soft])
+
+
 def test_the_direct_path_spends_the_float_path_s_iteration_budget_when_alpha_barely_covers_pixels():
     """Alpha in (0, eps] (a 16-bit or float matte's faint haze) is estimated by both paths but not
     counted against the iteration budget (`classical_iterations`): here it would tip 10 iterations to 9."""
@@ -208,7 +250,8 @@ def test_warm_up_compiles_every_kernel_of_the_foreground_solver():
                          env={**os.environ, "PYTHONPATH": src})
     assert run.returncode == 0, run.stderr
     counts = ast.literal_eval(run.stdout.strip().splitlines()[-1])
-    assert set(counts) == {"sums", "initialise", "sweep", "finish", "emit"}
-    assert all(n >= 1 for n in counts.values()), counts
-    assert counts["sweep"] >= 2  # C arrays and the view into an RGBA buffer
-    assert counts["emit"] >= 2  # 8- and 16-bit wire buffers
+    assert len(counts) >= 5 and all(n >= 1 for n in counts.values()), counts
+    # What a pass reads: a float image, or the wire's 8- or 16-bit pixels, RGB (C order) or within RGBA (a view).
+    assert counts["sweep"] >= 5 and counts["statistics"] >= 5
+    assert counts["emit"] >= 6  # ... each into an 8- or a 16-bit buffer (a float image into either)
+    assert counts["finish"] >= 2  # a new array and the colour channels of an RGBA buffer

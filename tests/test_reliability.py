@@ -507,7 +507,7 @@ def test_every_stage_of_a_job_reports_progress_and_a_cancel_ends_it_in_that_stag
         hold = False
         daemon = None
 
-        def foreground(self, image, alpha, layer_alpha, amount, ispec, params, progress):
+        def foreground(self, wire, image, alpha, layer_alpha, amount, ispec, method, params, progress):
             waited = [not self.hold]
 
             def report(stage, frac, **kw):
@@ -518,7 +518,7 @@ def test_every_stage_of_a_job_reports_progress_and_a_cancel_ends_it_in_that_stag
                     while time.monotonic() < deadline and not any(j.cancel.is_set() for j in list(self.daemon.jobs.values())):
                         time.sleep(0.005)
 
-            return super().foreground(image, alpha, layer_alpha, amount, ispec, params, report)
+            return super().foreground(wire, image, alpha, layer_alpha, amount, ispec, method, params, report)
 
     monkeypatch.setattr(config, "STRIP_PX", 4000)  # 10 rows of 400 px
     from mattekit import foreground

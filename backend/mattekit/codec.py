@@ -46,10 +46,18 @@ def decode_image(arr: np.ndarray, spec: P.BufferSpec, progress: ProgressFn | Non
     progress: fraction done, after each strip of rows; raise from it to cancel.
     """
     report = progress or (lambda f: None)
-    rgb = _unit(arr[..., 2::-1] if spec.order.startswith("BGR") else arr[..., :3], spec.name,
-                linear=spec.transfer == "linear", progress=lambda f: report(0.8 * f))
-    layer_alpha = _unit(arr[..., 3], spec.name, progress=lambda f: report(0.8 + 0.2 * f)) if spec.channels == 4 else None
-    return rgb, layer_alpha
+    rgb = _unit(wire_rgb(arr, spec), spec.name, linear=spec.transfer == "linear", progress=lambda f: report(0.8 * f))
+    return rgb, decode_layer_alpha(arr, spec, progress=lambda f: report(0.8 + 0.2 * f))
+
+
+def wire_rgb(arr: np.ndarray, spec: P.BufferSpec) -> np.ndarray:
+    """A view (H, W, 3) of the wire image's colour channels in RGB order (no copy; any strides)."""
+    return arr[..., 2::-1] if spec.order.startswith("BGR") else arr[..., :3]
+
+
+def decode_layer_alpha(arr: np.ndarray, spec: P.BufferSpec, progress: ProgressFn | None = None) -> np.ndarray | None:
+    """The wire image's own alpha channel as float32 (H, W) in [0, 1], or None without one."""
+    return _unit(arr[..., 3], spec.name, progress=progress) if spec.channels == 4 else None
 
 
 def decode_mask(arr: np.ndarray, spec: P.BufferSpec, progress: ProgressFn | None = None) -> np.ndarray:

@@ -24,7 +24,7 @@ from .catalog import Catalog, read_catalog
 from .edges import apply_edge_params
 from .model_notes import model_notes
 # The wire codec and the band rules have their own modules; their names stay importable from here.
-from .codec import decode_image, decode_mask, direct_foreground_encoding, encode_alpha, encode_foreground, foreground_spec  # noqa: F401
+from .codec import decode_image, decode_layer_alpha, decode_mask, direct_foreground_encoding, encode_alpha, encode_foreground, foreground_spec, wire_rgb  # noqa: F401
 from .trimap import snap_trimap, uncertain_trimap, within_selection  # noqa: F401
 
 log = logging.getLogger("mattekit.engine")
@@ -152,10 +152,16 @@ class Engine:
             t = time.perf_counter()
             coarse, subject = self.coarse_subject(inputs["image"], ispec, params, progress)
             timings["subject_s"] = time.perf_counter() - t
+        wants_foreground = "foreground" in params["outputs"] or op == "decontaminate"
+        fg_method = self.foreground_method(params, (ispec.height, ispec.width)) if wants_foreground else None
         t0 = time.perf_counter()
         at = 0.36 if coarse is not None else 0.02
         progress("decode", at)
-        image, layer_alpha = decode_image(inputs["image"], ispec, lambda f: progress("decode", at + 0.02 * f))
+        if op == "decontaminate" and self.direct_foreground(fg_method, ispec):
+            # The colour stage reads the wire's own pixels: no float image (12 B/px) is needed.
+            image, layer_alpha = None, decode_layer_alpha(inputs["image"], ispec, lambda f: progress("decode", at + 0.02 * f))
+        else:
+            image, layer_alpha = decode_image(inputs["image"], ispec, lambda f: progress("decode", at + 0.02 * f))
         timings["decode_s"] = time.perf_counter() - t0
 
         guidance = None
@@ -191,10 +197,11 @@ class Engine:
         alpha_dtype = params["alpha_dtype"] or ispec.dtype
         if "alpha" in params["outputs"] and op != "decontaminate":
             out.buffers["alpha"] = encode_alpha(alpha, alpha_dtype, progress=lambda f: progress("encode", 0.8 + 0.01 * f))
-        if "foreground" in params["outputs"] or op == "decontaminate":
+        if wants_foreground:
             t2 = time.perf_counter()
             amount = config.DECONTAMINATE_AMOUNT if params["amount"] is None else float(params["amount"])
-            out.buffers["foreground"], meta["foreground_model"] = self.foreground(image, alpha, layer_alpha, amount, ispec, params, progress)
+            out.buffers["foreground"] = self.foreground(inputs["image"], image, alpha, layer_alpha, amount, ispec, fg_method, params, progress)
+            meta["foreground_model"] = fg_method
             timings["foreground_s"] = time.perf_counter() - t2
         progress("encode", 0.99)
         meta["timings"] = {k: round(v, 4) for k, v in timings.items()}
@@ -289,22 +296,32 @@ class Engine:
         spec, arr = encode_alpha(small, "u8")
         progress("preview", 0.35, buffers=[spec.to_json()], frames=[arr])
 
-    def foreground(self, image: np.ndarray, alpha: np.ndarray, layer_alpha: np.ndarray | None, amount: float,
-                   ispec: P.BufferSpec, params: dict[str, Any], progress: Progress) -> tuple[tuple[P.BufferSpec, np.ndarray], str]:
-        """The decontaminated foreground, alpha times the layer's own -> (the wire buffer in the
-        image's dtype, order and transfer, the estimator's name)."""
+    def foreground_method(self, params: dict[str, Any], shape: tuple[int, int]) -> str:
+        """The colour estimator for a job's foreground output. The `model` parameter names the alpha
+        model; the colour estimator follows it only for "classical"."""
+        return self.classical_if_thin(
+            self.choose_method("foreground", "classical" if params["model"] == "classical" else "auto"), shape)
+
+    @staticmethod
+    def direct_foreground(method: str | None, ispec: P.BufferSpec) -> bool:
+        """Whether the foreground is written straight into the wire buffer from the wire's own pixels."""
+        return method == "classical" and direct_foreground_encoding(ispec)
+
+    def foreground(self, wire: np.ndarray, image: np.ndarray | None, alpha: np.ndarray, layer_alpha: np.ndarray | None, amount: float,
+                   ispec: P.BufferSpec, method: str, params: dict[str, Any], progress: Progress) -> tuple[P.BufferSpec, np.ndarray]:
+        """The decontaminated foreground, alpha times the layer's own -> the wire buffer in the
+        image's dtype, order and transfer. wire: the request's image; image: it decoded (None when
+        `direct_foreground`, which needs only the wire)."""
         from . import foreground as fg
 
-        # The `model` parameter names the alpha model; the colour estimator follows it only for "classical".
-        method = self.classical_if_thin(
-            self.choose_method("foreground", "classical" if params["model"] == "classical" else "auto"), alpha.shape)
         progress("foreground", 0.82, model=method)
-        if method == "classical" and direct_foreground_encoding(ispec):
+        if self.direct_foreground(method, ispec):
             fspec = foreground_spec(ispec)
-            rgba8 = fg.classical_decontaminate_encoded(image, alpha, amount, P.numpy_dtype(ispec.dtype), bgr=fspec.order == "BGRA",
-                                                       layer_alpha=layer_alpha, progress=lambda f: progress("foreground", 0.82 + 0.13 * f),
-                                                       encode_progress=lambda f: progress("encode", 0.95 + 0.04 * f))
-            return (fspec, rgba8), method
+            # Bit for bit what the decoded float image gives, reading 1-2 B per channel instead of 4.
+            rgba = fg.classical_decontaminate_encoded(wire_rgb(wire, ispec), alpha, amount, P.numpy_dtype(ispec.dtype), bgr=fspec.order == "BGRA",
+                                                      layer_alpha=layer_alpha, progress=lambda f: progress("foreground", 0.82 + 0.13 * f),
+                                                      encode_progress=lambda f: progress("encode", 0.95 + 0.04 * f))
+            return fspec, rgba
         if method == "classical":
             rgba = fg.classical_decontaminate(image, alpha, amount, progress=lambda f: progress("foreground", 0.82 + 0.13 * f))
         else:
@@ -313,7 +330,7 @@ class Engine:
         if layer_alpha is not None:
             rgba[..., 3] *= layer_alpha
         progress("encode", 0.95)
-        return encode_foreground(rgba, ispec, progress=lambda f: progress("encode", 0.95 + 0.04 * f)), method
+        return encode_foreground(rgba, ispec, progress=lambda f: progress("encode", 0.95 + 0.04 * f))
 
     def learned_foreground(self, image: np.ndarray, alpha: np.ndarray, method: str, params: dict[str, Any], progress: Callable[[float], None]) -> np.ndarray:
         """The colour network on tiles around the soft pixels only; elsewhere F is the image (alpha 0 or 1)."""
@@ -350,8 +367,11 @@ def warm_up() -> None:
     # dense_px=0: the band masks' kernels run too (a 24 px image is otherwise solved densely)
     foreground.estimate_foreground_ml_band(image, alpha, dense_px=0)
     foreground.classical_decontaminate(image, alpha, 0.5)  # the kernels' variants for a view into RGBA
-    for dtype in (np.uint8, np.uint16):  # the integer buffers a foreground is written into directly
-        foreground.classical_decontaminate_encoded(image, alpha, 1.0, dtype)
+    for dtype in (np.uint8, np.uint16):  # the integer buffers a foreground is written into directly ...
+        foreground.classical_decontaminate_encoded(image, alpha, 1.0, dtype)  # ... from a decoded image
+        rgba = imageops.from_float(np.dstack([image, alpha]), dtype)
+        for wire in (rgba[..., :3], np.ascontiguousarray(rgba[..., :3])):  # ... from the wire's RGBA / RGB pixels
+            foreground.classical_decontaminate_encoded(wire, alpha, 1.0, dtype)
 
 
 def stretch_confidence(coarse: np.ndarray) -> tuple[np.ndarray, float]:
