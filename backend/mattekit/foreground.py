@@ -81,25 +81,40 @@ def _kernels():
         def statistics(image, scale, alpha, eps, soft, out, y0, y1):  # pragma: no cover - numba
             """One pass over rows [y0, y1): soft[y, x] = 0 < alpha < 1 - eps; per row, out[y] = sum of
             foreground rgb (alpha > 0.9), count, sum of background rgb (alpha < 0.1), count, the soft
-            pixels and those of them with alpha > eps (per row, so totals do not depend on the split)."""
+            pixels and those of them with alpha > eps (per row, so totals do not depend on the split;
+            summed in locals, which the compiler keeps in registers)."""
             one = np.float32(1.0)
             for y in range(y0, y1):
+                f0 = f1 = f2 = b0 = b1 = b2 = 0.0
+                nf = nb = ns = nbudget = 0
                 for x in range(alpha.shape[1]):
                     av = alpha[y, x]
                     if av > 0.9:
-                        for c in range(3):
-                            out[y, c] += np.float32(image[y, x, c]) * scale
-                        out[y, 3] += 1
+                        f0 += np.float32(image[y, x, 0]) * scale
+                        f1 += np.float32(image[y, x, 1]) * scale
+                        f2 += np.float32(image[y, x, 2]) * scale
+                        nf += 1
                     if av < 0.1:
-                        for c in range(3):
-                            out[y, 4 + c] += np.float32(image[y, x, c]) * scale
-                        out[y, 7] += 1
+                        b0 += np.float32(image[y, x, 0]) * scale
+                        b1 += np.float32(image[y, x, 1]) * scale
+                        b2 += np.float32(image[y, x, 2]) * scale
+                        nb += 1
                     s = av > 0 and av < one - eps
                     soft[y, x] = s
                     if s:
-                        out[y, 8] += 1
+                        ns += 1
                         if av > eps:
-                            out[y, 9] += 1
+                            nbudget += 1
+                out[y, 0] = f0
+                out[y, 1] = f1
+                out[y, 2] = f2
+                out[y, 3] = nf
+                out[y, 4] = b0
+                out[y, 5] = b1
+                out[y, 6] = b2
+                out[y, 7] = nb
+                out[y, 8] = ns
+                out[y, 9] = nbudget
 
         @njit(cache=True, nogil=True)
         def level_mask(mask, my, mx, out, y0, y1):  # pragma: no cover - numba
@@ -292,6 +307,7 @@ def _kernels():
             one = np.float32(1.0)
             zero = np.float32(0.0)
             has_layer = layer_alpha.shape[0] == alpha.shape[0]
+            same_dtype = image.dtype == out.dtype
             for y in range(y0, y1):
                 r = ptr[y]
                 for x in range(alpha.shape[1]):
@@ -303,10 +319,13 @@ def _kernels():
                             r += 1
                         i = base[r] + x - x0s[r]
                     for c in range(3):
-                        v = np.float32(image[y, x, c]) * scale
-                        if soft:
-                            v = F[i, c] if amount == one else (F[i, c] - v) * amount + v
-                        out[y, x, rgb_at[c]] = np.floor(max(zero, min(one, v)) * out_max + half)
+                        if soft or not same_dtype:
+                            v = np.float32(image[y, x, c]) * scale
+                            if soft:
+                                v = F[i, c] if amount == one else (F[i, c] - v) * amount + v
+                            out[y, x, rgb_at[c]] = np.floor(max(zero, min(one, v)) * out_max + half)
+                        else:  # the wire's own value: what rounding it through float gives, exactly
+                            out[y, x, rgb_at[c]] = image[y, x, c]
                     if has_layer:
                         av = av * layer_alpha[y, x]
                     out[y, x, 3] = np.floor(max(zero, min(one, av)) * out_max + half)
