@@ -262,19 +262,21 @@ def bench_refine_job(data: dict[str, np.ndarray], tmp: str, dilate_px: int = 20)
             **(res.header.get("timings") or {})}
 
 
-def bench_decontaminate_job(data: dict[str, np.ndarray], tmp: str) -> dict[str, Any]:
-    """Decontaminate end to end through a real daemon: RGB8 photo and 8-bit alpha in, RGBA8 out."""
+def bench_decontaminate_job(data: dict[str, np.ndarray], tmp: str, runs: int = 3) -> dict[str, Any]:
+    """Decontaminate end to end through a real daemon: RGB8 photo and 8-bit alpha in, RGBA8 out.
+    Times: the first big job of a fresh daemon, then the best of `runs` more (as for the other rows)."""
     img8 = np.clip(data["image"] * 255 + 0.5, 0, 255).astype(np.uint8)
     a8 = np.clip(data["alpha"] * 255 + 0.5, 0, 255).astype(np.uint8)
     with bench_daemon(tmp) as c:
         c.run_job("decontaminate", {"image": (img8[:64, :96], "RGB", "srgb"), "alpha": (a8[:64, :96], "Y", "srgb")}, {"outputs": ["foreground"]})
-        totals = []
-        for _ in range(2):  # the first big job also pays for the daemon's first touch of its memory
+        totals, stages = [], []
+        for _ in range(1 + runs):  # the first big job also pays for the daemon's first touch of its memory
             t0 = time.perf_counter()
             res = c.run_job("decontaminate", {"image": (img8, "RGB", "srgb"), "alpha": (a8, "Y", "srgb")}, {"outputs": ["foreground"]})
             totals.append(time.perf_counter() - t0)
+            stages.append((res.header.get("timings") or {}).get("foreground_s"))
     fg = np.asarray(res.foreground[..., :3], np.float32) / 255
-    return {"job s": totals[1], "first job s": totals[0], "job foreground s": (res.header.get("timings") or {}).get("foreground_s"),
+    return {"job s": min(totals[1:]), "first job s": totals[0], "job foreground s": min(stages[1:]),
             "job F-MSE": fg_mse(fg, data["foreground"], a8.astype(np.float32) / 255)}
 
 
@@ -436,9 +438,9 @@ def report(fg_rows: list[dict], refine_row: dict | None, select_rows: list[dict]
             "\"daemon\": the daemon's setting (`foreground.classical_foreground`: the same band-limited solver with "
             "`classical_iterations` per level: `config.FOREGROUND_ITERATIONS` within `config.FOREGROUND_ITERATION_BUDGET`, "
             "else pymatting's 2). \"job\": a decontaminate job through a real daemon (RGB8 and 8-bit alpha in, RGBA8 out); "
-            "job s is the client's wall time for the second job of a fresh daemon (first job s: the first, which also "
-            "pays for first touches of the daemon's memory, ~0.45 s per 144 MB on this VM), job foreground s that job's "
-            "colour stage (estimate and decontaminate), "
+            "job s is the client's wall time, the best of the 2nd to 4th jobs of a fresh daemon (first job s: the first, which also "
+            "pays for first touches of the daemon's memory), job foreground s the best of those jobs' "
+            "colour stages (estimate and decontaminate), "
             "and job speed-up is full s over that stage; its F-MSE includes the 8-bit alpha and output.", ""]
     if mem_row:
         out += ["### Peak memory of a whole decontaminate job (`Engine.run`, RGBA8 in and out)", "",

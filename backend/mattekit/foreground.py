@@ -12,7 +12,6 @@ the frame is cut into tiles to bound memory, and then the tiles run on the threa
 
 from __future__ import annotations
 
-import mmap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -368,17 +367,6 @@ def _in_parallel(fn: Callable[..., object], args: tuple, n: int, threads: int) -
             f.result()
 
 
-def _sparse_empty(shape: tuple[int, ...]) -> np.ndarray:
-    """An uninitialised float32 array whose memory is committed page by page as it is touched,
-    in small pages: numpy asks the kernel for transparent huge pages on large arrays, and then
-    one touched pixel commits and zeroes 2 MB around it."""
-    n = int(np.prod(shape)) * 4
-    buf = mmap.mmap(-1, max(n, 1))
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
-        buf.madvise(mmap.MADV_NOHUGEPAGE)
-    return np.frombuffer(buf, np.float32, count=n // 4).reshape(shape)
-
-
 def _index_map(n: int, n_from: int) -> np.ndarray:
     """int64 (n,): nearest-neighbour index of each of n cells into n_from cells (floor(i n_from / n))."""
     return np.minimum(n_from - 1, np.arange(n, dtype=np.int64) * n_from // n)
@@ -614,7 +602,7 @@ def estimate_foreground(
         PROGRESS_INTERVAL_S while the solver runs); raise from it to cancel.
     tile: None (default) solves the whole frame in one band-limited pass
         (`estimate_foreground_ml_band`: only pixels near soft alpha are iterated, so the cost
-        follows the band's area; ~15-20 B/px touched beyond the output). An int bounds memory: each
+        follows the band's area; ~10 B/px beyond the output, and 24 B per band pixel). An int bounds memory: each
         `tile`-px grid cell holding a soft pixel is solved on the cell plus `margin` px of
         context (clipped at the border), `threads` cells at once; the coarse levels then see
         only the crop, which costs a little accuracy.
