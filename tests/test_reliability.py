@@ -311,6 +311,10 @@ def running_and_queued(d, eng, s) -> tuple[str, str]:
     queued_id, frames = job_frames(d.token, tag=2)
     s.send_multipart(frames)
     assert eng.started.wait(30)
+    deadline = time.monotonic() + 30
+    while len(d.jobs) < 2 and time.monotonic() < deadline:  # the daemon has read the second one too
+        time.sleep(0.005)
+    assert len(d.jobs) == 2
     return run_id, queued_id
 
 

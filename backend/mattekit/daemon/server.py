@@ -249,6 +249,11 @@ class Daemon:
             self._shutdown()
 
     def _shutdown(self) -> None:
+        # Requests that reached the socket but were not read yet are answered too (a job with
+        # E_SHUTTING_DOWN), not dropped with it; bounded, so a flood cannot hold the stop.
+        for _ in range(1000):
+            if not self._receive():
+                break
         for job in list(self.jobs.values()):
             job.cancel.set()
         self.scheduler.close()
@@ -440,6 +445,8 @@ class Daemon:
 
     def _submit(self, peer: bytes, header: dict[str, Any], frames: list[Any]) -> None:
         op, rid = header["op"], header["id"]
+        if self._stop.is_set():
+            raise P.ProtocolError(P.E_SHUTTING_DOWN, "the daemon is stopping; start it and try again")
         try:
             specs = P.parse_buffers(header, frames, max_pixels=self.max_pixels, max_side=config.MAX_SIDE)
             params = P.check_job(op, header.get("params"), specs)
