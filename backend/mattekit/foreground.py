@@ -367,6 +367,12 @@ def _in_parallel(fn: Callable[..., object], args: tuple, n: int, threads: int) -
             f.result()
 
 
+def _pass(fn: Callable[..., object], args: tuple, n: int, px: int, threads: int) -> None:
+    """A pass of `fn` over rows [0, n) touching about `px` pixels: on `threads` threads, or on this
+    one when it is too small for a hand-off to pay (PARALLEL_MIN_PX)."""
+    _in_parallel(fn, args, n, threads if px >= PARALLEL_MIN_PX else 1)
+
+
 def _index_map(n: int, n_from: int) -> np.ndarray:
     """int64 (n,): nearest-neighbour index of each of n cells into n_from cells (floor(i n_from / n))."""
     return np.minimum(n_from - 1, np.arange(n, dtype=np.int64) * n_from // n)
@@ -395,8 +401,7 @@ def band_statistics(image: np.ndarray, alpha: np.ndarray, eps: float = ALPHA_EPS
     h, w = a.shape
     soft = np.empty((h, w), np.uint8)
     rows = np.zeros((h, 10))
-    _in_parallel(_kernels()["statistics"], (img, scale, a, np.float32(eps), soft, rows), h,
-                 threads if h * w >= PARALLEL_MIN_PX else 1)
+    _pass(_kernels()["statistics"], (img, scale, a, np.float32(eps), soft, rows), h, h * w, threads)
     total = rows.sum(axis=0)
     return soft, int(total[8]), int(total[9]), total[:8]
 
@@ -410,12 +415,11 @@ def _row_runs(mask: np.ndarray, threads: int) -> Runs:
     scanning the level: at the finest level a scan of every pixel cost more than the band's updates."""
     k = _kernels()
     h, w = mask.shape
-    n = threads if h * w >= PARALLEL_MIN_PX else 1
     counts = np.zeros(h + 1, np.int64)
-    _in_parallel(k["count_runs"], (mask, counts), h, n)
+    _pass(k["count_runs"], (mask, counts), h, h * w, threads)
     ptr = np.cumsum(counts)
     x0, x1 = np.empty(ptr[-1], np.int64), np.empty(ptr[-1], np.int64)
-    _in_parallel(k["fill_runs"], (mask, ptr, x0, x1), h, n)
+    _pass(k["fill_runs"], (mask, ptr, x0, x1), h, h * w, threads)
     return ptr, x0, x1
 
 
@@ -493,8 +497,7 @@ def estimate_foreground_ml_band(
     if packed:
         return F, band
     out = np.empty((h, w, 3), np.float32) if out is None else out
-    _in_parallel(_kernels()["finish"], (img, scale, a, np.float32(0.0), np.float32(eps), F, *band, out), h,
-                 threads if h * w >= PARALLEL_MIN_PX else 1)
+    _pass(_kernels()["finish"], (img, scale, a, np.float32(0.0), np.float32(eps), F, *band, out), h, h * w, threads)
     if progress is not None:
         progress(1.0)
     return out
@@ -524,9 +527,6 @@ def _solve_band(img: np.ndarray, scale: np.float32, a: np.ndarray, *, eps: float
             last_report = time.perf_counter()
             progress(min(1.0, done / total))
 
-    def par(fn: Callable[..., object], args: tuple, n: int, px: int) -> None:
-        _in_parallel(fn, args, n, threads if px >= PARALLEL_MIN_PX else 1)
-
     soft0, _, _, s = statistics if statistics is not None else band_statistics(img, a, eps, threads)
     F_prev = (s[0:3] / (s[3] + 1e-5)).astype(np.float32).reshape(1, 1, 3)
     B_prev = (s[4:7] / (s[7] + 1e-5)).astype(np.float32).reshape(1, 1, 3)
@@ -547,7 +547,7 @@ def _solve_band(img: np.ndarray, scale: np.float32, a: np.ndarray, *, eps: float
                 level_soft = soft0
             else:
                 level_soft = np.empty((h, w), np.uint8)
-                par(k["level_mask"], (soft0, my, mx, level_soft), h, px)
+                _pass(k["level_mask"], (soft0, my, mx, level_soft), h, px, threads)
             if last_level and 2 * n_iter < reach:
                 # A soft pixel's answer depends only on the pixels within 2 n_iter steps (L1) of it:
                 # the rest of the square band would be iterated for nothing.
@@ -564,13 +564,13 @@ def _solve_band(img: np.ndarray, scale: np.float32, a: np.ndarray, *, eps: float
             base = np.concatenate([[0], np.cumsum(band[2] - band[1])])
             F, B = np.empty((base[-1], 3), np.float32), np.empty((base[-1], 3), np.float32)
             base = base[:-1]
-            par(k["initialise_band"], (py, pxm, F_prev, B_prev, F, B, *band, base), h, px)
+            _pass(k["initialise_band"], (py, pxm, F_prev, B_prev, F, B, *band, base), h, px, threads)
             links = [np.empty(len(inner[1]), np.int64) for _ in range(3)]
-            par(k["link_runs"], (band[0], band[1], base, inner[0], inner[1], h, *links), h, px)
+            _pass(k["link_runs"], (band[0], band[1], base, inner[0], inner[1], h, *links), h, px, threads)
         else:
             F, B = np.empty((h, w, 3), np.float32), np.empty((h, w, 3), np.float32)
-            par(k["initialise"], (img, scale, a, my, mx, py, pxm, F_prev, B_prev, F, B,
-                                  np.ones((h, w), np.bool_) if active is None else active.view(np.bool_)), h, px)
+            _pass(k["initialise"], (img, scale, a, my, mx, py, pxm, F_prev, B_prev, F, B,
+                                   np.ones((h, w), np.bool_) if active is None else active.view(np.bool_)), h, px, threads)
             inner = _whole_rows(h, w) if active is None else _row_runs(active, threads)
             links = _frame_links(inner, h, w)
         del active
@@ -578,7 +578,7 @@ def _solve_band(img: np.ndarray, scale: np.float32, a: np.ndarray, *, eps: float
         Fp, Bp = F.reshape(-1, 3), B.reshape(-1, 3)
         for _ in range(n_iter):
             for parity in (0, 1):
-                par(k["sweep"], (img, scale, a, my, mx, Fp, Bp, *inner, *links, reg, gw, parity), h, px)
+                _pass(k["sweep"], (img, scale, a, my, mx, Fp, Bp, *inner, *links, reg, gw, parity), h, px, threads)
             advance(px)
         F_prev, B_prev = F, B
     return F, (*band, base)
