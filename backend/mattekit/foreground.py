@@ -594,6 +594,7 @@ def estimate_foreground(
     threads: int = FOREGROUND_THREADS,
     iterations: int = 2,
     out: np.ndarray | None = None,
+    statistics: tuple[np.ndarray, int, int, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Foreground colour F with I = alpha F + (1 - alpha) B, solved only near soft pixels.
 
@@ -609,6 +610,7 @@ def estimate_foreground(
     iterations: the solver's iterations per level above 32 px (pymatting's default 2; the
         daemon uses `config.FOREGROUND_ITERATIONS`, see `classical_foreground`).
     out: float32 (H, W, 3) to write the result into (may be a view), instead of a new array.
+    statistics: `band_statistics(image, alpha)` when the caller has it already (saves a pass).
     Returns float32 (H, W, 3) in [0, 1]: the multi-level estimate where 0 < alpha < 1 - eps,
     the image's own colour everywhere else (exact where alpha = 1,
     which full-frame estimation only approximates).
@@ -622,9 +624,10 @@ def estimate_foreground(
     if image.shape[:2] != alpha.shape:
         raise ValueError(f"image {image.shape} and alpha {alpha.shape} differ in size")
     h, w = alpha.shape
-    # Every covered pixel short of opaque is solved: even alpha = 1/1000 shows some F.
-    soft = (alpha > 0) & (alpha < 1.0 - ALPHA_EPS)
-    if not soft.any():
+    # Every covered pixel short of opaque is solved (even alpha = 1/1000 shows some F): the
+    # statistics' soft mask, 0 < alpha < 1 - eps.
+    statistics = band_statistics(image, alpha, threads=threads) if statistics is None else statistics
+    if not statistics[1]:
         if progress is not None:
             progress(1.0)
         if out is None:
@@ -634,13 +637,15 @@ def estimate_foreground(
     if tile is None or (h <= tile and w <= tile):
         # Whole frame in one call: the solver's coarse levels see the whole picture (best quality);
         # its cost follows the band.
-        fg = estimate_foreground_ml_band(image, alpha, n_big_iterations=iterations, progress=progress, threads=threads, out=out)  # the image itself outside 0 < alpha < 1 - eps
+        fg = estimate_foreground_ml_band(image, alpha, n_big_iterations=iterations, progress=progress, threads=threads, out=out,
+                                         statistics=statistics)  # the image itself outside 0 < alpha < 1 - eps
         if progress is not None:
             progress(1.0)
         return fg
     fg = image.copy() if out is None else out
     if out is not None:
         out[...] = image
+    soft = statistics[0].view(np.bool_)
     cores = soft_tiles(soft, tile)
 
     def solve(core: tuple[int, int, int, int]) -> None:
@@ -679,7 +684,10 @@ def classical_foreground(image: np.ndarray, alpha: np.ndarray, *, progress: Prog
     `classical_iterations(alpha)` iterations per level (closer to the energy's minimum than
     pymatting's default). image float (H, W, 3), alpha float (H, W), both in [0, 1] ->
     float32 (H, W, 3) in [0, 1] (`out` when given)."""
-    return estimate_foreground(image, alpha, progress=progress, iterations=classical_iterations(alpha), out=out)
+    image, alpha = np.asarray(image, np.float32), np.asarray(alpha, np.float32)  # what estimate_foreground reads
+    stats = band_statistics(image, alpha)  # once: the iteration budget counts its soft pixels, the solver starts from it
+    return estimate_foreground(image, alpha, progress=progress, iterations=classical_iterations(alpha, soft_pixels=stats[2]), out=out,
+                               statistics=stats)
 
 
 def classical_decontaminate(image: np.ndarray, alpha: np.ndarray, amount: float, *,
