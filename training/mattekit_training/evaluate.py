@@ -43,7 +43,12 @@ from . import metrics as M
 AlphaPipeline = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 ForegroundPipeline = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-GUIDANCE_KINDS = ("auto", "trimap", "tight", "erode:K", "dilate:K", "blur:S", "lasso", "mask", "none")
+GUIDANCE_KINDS = ("auto", "trimap", "tight", "erode:K", "dilate:K", "blur:S", "lasso", "mask", "none",
+                  "loose", "wandering", "crossing", "rectangle")
+#: The rough selections a person draws (issue #31), each drawn per sample from a seed of its name:
+#: loose: the subject grown by 2-8 % of the short side; wandering: grown by 1-6 %, varying along the
+#: edge; crossing: -2 % (inside) to +4 %, varying along the edge; rectangle: the bounding box + 1-5 %.
+ROUGH_KINDS = ("loose", "wandering", "crossing", "rectangle")
 
 
 # ----------------------------------------------------------------------------- pipelines
@@ -216,6 +221,62 @@ def lasso(mask: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def _sample_rng(kind: str, name: str) -> np.random.Generator:
+    """The same draw for the same sample and kind on every run and machine (not Python's salted hash)."""
+    import zlib
+
+    return np.random.default_rng([zlib.crc32(kind.encode()), zlib.crc32(name.encode())])
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], lo: float, hi: float, cells: int = 6) -> np.ndarray:
+    """float32 (H, W) in [lo, hi]: a random field that varies slowly (a few cells across the frame),
+    like the distance a hand keeps from an edge while drawing around it."""
+    h, w = shape
+    coarse = rng.random((cells, cells)).astype(np.float32)
+    f = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    f = (f - f.min()) / max(1e-6, float(f.max() - f.min()))
+    return (lo + (hi - lo) * f).astype(np.float32)
+
+
+def _polygon(mask: np.ndarray, tolerance: float) -> np.ndarray:
+    """A binary mask's blobs redrawn as polygons (what a lasso tool makes), vertices within
+    `tolerance` px of the outline."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = np.zeros(mask.shape, np.uint8)
+    polys = [cv2.approxPolyDP(c, tolerance, True) for c in contours]
+    cv2.fillPoly(out, polys, 1)
+    return out.astype(np.float32)
+
+
+def rough_guidance(kind: str, ref: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One of `ROUGH_KINDS` drawn around the binary reference `ref` (H, W): float32 {0, 1}."""
+    h, w = ref.shape
+    short = min(h, w)
+    m = (ref > 0.5).astype(np.uint8)
+    if not m.any():
+        return m.astype(np.float32)
+    if kind == "rectangle":
+        x, y, bw, bh = cv2.boundingRect(m)
+        g = int(round(rng.uniform(0.01, 0.05) * short))
+        out = np.zeros((h, w), np.float32)
+        out[max(0, y - g):min(h, y + bh + g), max(0, x - g):min(w, x + bw + g)] = 1
+        return out
+    # signed distance to the subject's edge: > 0 outside, < 0 inside
+    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)
+    inside = cv2.distanceTransform(m, cv2.DIST_L2, 5)
+    signed = outside - inside
+    if kind == "loose":
+        reach = np.float32(rng.uniform(0.02, 0.08) * short)
+    elif kind == "wandering":
+        reach = _smooth_field(rng, (h, w), 0.01 * short, 0.06 * short)
+    elif kind == "crossing":
+        reach = _smooth_field(rng, (h, w), -0.02 * short, 0.04 * short)
+    else:
+        raise ValueError(f"unknown rough guidance kind {kind!r}; known: {', '.join(ROUGH_KINDS)}")
+    drawn = (signed <= reach).astype(np.uint8)
+    return _polygon(drawn, max(1.0, 0.004 * short))
+
+
 def make_guidance(kind: str, sample: Any) -> np.ndarray | None:
     """Guidance float32 (H, W) in [0, 1] for one sample, derived from its labels.
 
@@ -223,6 +284,7 @@ def make_guidance(kind: str, sample: Any) -> np.ndarray | None:
     erode:K / dilate:K: the reference eroded / dilated by a disc of radius K px;
     blur:S: the reference blurred by a Gaussian of sigma S px (a feathered selection);
     lasso: a coarse polygon around the subject; mask: the dataset's rough mask;
+    loose / wandering / crossing / rectangle: a person's rough selection (`rough_guidance`);
     none: None; auto: trimap when the sample has one, else tight.
     """
     name, _, arg = kind.partition(":")
@@ -243,6 +305,8 @@ def make_guidance(kind: str, sample: Any) -> np.ndarray | None:
         return ref
     if name == "lasso":
         return lasso(ref)
+    if name in ROUGH_KINDS:
+        return rough_guidance(name, ref, _sample_rng(name, sample.name))
     if name in ("erode", "dilate", "blur"):
         if not arg:
             raise ValueError(f"guidance {name} needs a size, e.g. {name}:10")
@@ -281,6 +345,8 @@ def score_alpha(pred: np.ndarray, sample: Any) -> tuple[dict[str, float], str, n
         metrics = M.known_region_metrics(pred, t)
         if sample.mask is not None:  # a rough mask (COCO, cats): its trimap for agreement, IoU beside it
             metrics["iou"] = M.iou(pred, sample.mask)
+        else:  # Pets: IoU with the trimap's subject, its unknown band left out
+            metrics["iou"] = M.iou(pred, t >= 0.75, where=known)
         return metrics, "trimap", err.astype(np.float32)
     if sample.mask is not None:
         err = ((pred > 0.5) != (sample.mask > 0.5)).astype(np.float32)
@@ -483,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classical | guidance | model:NAME | band:NAME | PATH.safetensors (task foreground: classical | multilevel | image | model:NAME)")
     p.add_argument("--data", required=True, help="pets | coco128 | feral-cats | synthetic-val | FOLDER | LAYOUT:FOLDER")
     p.add_argument("--split", default="test", help="split of the built-in real sets (default: test)")
-    p.add_argument("--guidance", default="auto", help="auto | trimap | tight | erode:K | dilate:K | blur:S | lasso | mask | none")
+    p.add_argument("--guidance", default="auto", help=" | ".join(GUIDANCE_KINDS))
     p.add_argument("--task", default="alpha", choices=("alpha", "foreground"))
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--band-px", type=int, default=None, help="classical unknown band width (default: the daemon's)")

@@ -195,10 +195,13 @@ def foreground_metrics(
 # ----------------------------------------------------------------------------- rough labels
 
 
-def iou(alpha: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> float:
-    """Intersection over union of (alpha > threshold) and (mask > 0.5); 1.0 when both are empty."""
+def iou(alpha: np.ndarray, mask: np.ndarray, threshold: float = 0.5, where: np.ndarray | None = None) -> float:
+    """Intersection over union of (alpha > threshold) and (mask > 0.5), counted only `where` (bool
+    (H, W); None: everywhere, e.g. a trimap's known pixels); 1.0 when both are empty."""
     a = np.asarray(alpha) > threshold
     m = np.asarray(mask) > 0.5
+    if where is not None:
+        a, m = a & where, m & where
     union = (a | m).sum()
     return float((a & m).sum() / union) if union else 1.0
 
