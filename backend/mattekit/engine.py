@@ -176,13 +176,21 @@ class Engine:
             meta["guidance_kind"] = "trimap" if is_trimap else "mask"
             params = {**params, "guidance_kind": meta["guidance_kind"]}  # decided once, for refine
             progress("decode", at + 0.04)
+        elif params.get("box") is not None:
+            from .rough import box_mask
+
+            guidance = box_mask((ispec.height, ispec.width), tuple(params["box"]))
+            meta["guidance_kind"] = "box"
+            params = {**params, "guidance_kind": "mask"}
 
         t1 = time.perf_counter()
         if op == "decontaminate":
             alpha = decode_mask(inputs["alpha"], specs_by["alpha"])
             meta["model"] = None
         elif op == "refine":
-            alpha, meta["model"] = self.refine(image, guidance, params, progress)
+            alpha, meta["model"] = self.refine(image, guidance, params, progress, meta)
+            meta["coverage"] = selected_fraction(alpha)
+            self.warnings += coverage_warnings(meta["coverage"])
         else:  # select_subject
             alpha, meta["model"] = self.select_subject(image, coarse, subject, params, progress)
             if guidance is not None:
@@ -209,15 +217,53 @@ class Engine:
             meta["warnings"] = list(self.warnings)
         return out
 
-    def refine(self, image: np.ndarray, guidance: np.ndarray, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
+    def refine(self, image: np.ndarray, guidance: np.ndarray, params: dict[str, Any], progress: Progress,
+               meta: dict[str, Any] | None = None) -> tuple[np.ndarray, str]:
+        """Refine Selection: a mask's subject found first (`rough`), then alpha solved in the band
+        around it; a trimap's band is solved as given. ``meta`` gets how the selection was read."""
         h, w = guidance.shape
         method = self.classical_if_thin(self.choose_method("guided", params["model"]), (h, w))
         band_px = params["band_px"] or trimap_rules.default_band_px(h, w)
+        kind = params.get("guidance_kind", "auto")
+        if kind == "auto":  # a caller in process (the daemon's jobs decided it in `run`)
+            kind = "trimap" if trimap_rules.is_trimap(guidance, tol=0.01) else "mask"
+        if kind == "mask":
+            guidance = self.rough_subject(image, guidance, band_px, params, progress, {} if meta is None else meta)
         progress("trimap", 0.08)
-        trimap = trimap_rules.guidance_to_trimap(guidance, band_px, trimap={"trimap": True, "mask": False}.get(params.get("guidance_kind", "auto")),
+        trimap = trimap_rules.guidance_to_trimap(guidance, band_px, trimap=kind == "trimap",
                                            progress=lambda f: progress("trimap", 0.08 + 0.02 * f))
         alpha = self.solve_band(image, trimap, guidance, method, params, lambda f: progress("alpha", 0.1 + 0.7 * f, model=method))
         return alpha, method
+
+    def rough_subject(self, image: np.ndarray, guidance: np.ndarray, band_px: int, params: dict[str, Any], progress: Progress,
+                      meta: dict[str, Any]) -> np.ndarray:
+        """The subject a rough mask selection means (`rough.find_subject`), at full resolution."""
+        from . import rough
+
+        selected = np.count_nonzero(guidance >= 0.5)
+        if selected == 0:
+            raise P.ProtocolError(P.E_BAD_PARAMS, "the guidance selects nothing: draw a selection around the subject")
+        if min(guidance.shape) < config.NET_MIN_SIDE:  # a strip: no room for a colour model around the selection
+            return guidance
+        subject = None
+        if self.learned:
+            try:
+                name = self.choose_method("trimap_free", "auto")
+            except P.ProtocolError:  # no subject model installed: the colour model alone
+                name = None
+            if name is not None and name not in self.catalog().people:
+                rt = self.runtime(name, params["device"])
+                subject = lambda crop: stretch_confidence(rt.predict(crop))[0]  # noqa: E731
+        if selected >= (1 - config.SUBJECT_EMPTY_FRACTION) * guidance.size:
+            self.warnings.append("the selection covers the whole image, so the subject was looked for in all of it")
+        t = time.perf_counter()
+        found = rough.find_subject(image, guidance, band_px, subject=subject, progress=lambda f: progress("segment", 0.06 + 0.02 * f))
+        meta["selection"] = {"read_as": found.kind, "moved_px": round(found.moved_px, 2), "objects": found.blobs,
+                             "segment_s": round(time.perf_counter() - t, 4)}
+        self.warnings += found.notes
+        # A found outline on the working frame is a few px off at full resolution: the soft values of a
+        # feathered selection are kept where the drawing was kept.
+        return guidance if found.kind == "tight" else found.mask
 
     def classical_if_thin(self, method: str, shape: tuple[int, int]) -> str:
         """`method`, or "classical" (with a warning) for an image too thin for a network: one pads

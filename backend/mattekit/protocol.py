@@ -41,13 +41,13 @@ BAND_MAX_PX = 1024
 #: Buffers each job op takes, in frame order (the header names them too).
 JOB_INPUTS: dict[str, tuple[str, ...]] = {
     "select_subject": ("image",),
-    "refine": ("image", "guidance"),
+    "refine": ("image",),  # and a guidance buffer or a "box" parameter (check_job)
     "decontaminate": ("image", "alpha"),
 }
 #: Inputs a job op may also take.
 JOB_OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {
     "select_subject": ("guidance",),
-    "refine": (),
+    "refine": ("guidance",),
     "decontaminate": (),
 }
 #: Outputs a job can return, named in ``params["outputs"]``.
@@ -66,6 +66,7 @@ JOB_PARAMS: dict[str, Any] = {
     "amount": None,  # decontaminate amount 0..1; None = config default
     "alpha_dtype": None,  # None = the image's dtype
     "guidance_kind": "auto",  # "auto" | "mask" | "trimap"
+    "box": None,  # [x, y, width, height] in image px: a rectangle selection, "the object in here" (refine, select_subject)
     "device": "auto",  # "auto" | "cpu" | "cuda"
     "preview": False,  # send a low-resolution alpha in a progress message first
     # Select and Mask's edge controls, applied by the daemon to the alpha (mattekit.edges); 0 = off.
@@ -360,6 +361,21 @@ def check_job(op: str, params: Any, specs: Sequence[BufferSpec]) -> dict[str, An
     if missing or extra:
         raise ProtocolError(E_BAD_MESSAGE, f"{op} takes buffers {list(need)} (optional {list(optional)}); missing {missing}, unexpected {extra}")
     image = by_name["image"]
+    if p["box"] is not None:
+        box = p["box"]
+        if op == "decontaminate":
+            raise ProtocolError(E_BAD_PARAMS, "'box' is for refine and select_subject, not decontaminate")
+        if not isinstance(box, list) or len(box) != 4 or any(type(v) is not int for v in box):
+            raise ProtocolError(E_BAD_PARAMS, "'box' must be null or four integers [x, y, width, height]")
+        if "guidance" in by_name:
+            raise ProtocolError(E_BAD_PARAMS, "give a 'guidance' buffer or a 'box', not both")
+        x, y, bw, bh = box
+        if bw <= 0 or bh <= 0:
+            raise ProtocolError(E_BAD_PARAMS, f"'box' {box} has no area: width and height must be positive")
+        if x < 0 or y < 0 or x + bw > image.width or y + bh > image.height:
+            raise ProtocolError(E_BAD_PARAMS, f"'box' {box} is outside the {image.width}x{image.height} image")
+    elif op == "refine" and "guidance" not in by_name:
+        raise ProtocolError(E_BAD_MESSAGE, "refine takes a 'guidance' buffer or a 'box' parameter: neither was given")
     if image.order not in ("RGBA", "BGRA", "RGB", "BGR"):
         raise ProtocolError(E_UNSUPPORTED, f"'image' must be RGBA, BGRA, RGB or BGR, not {image.order}")
     for n in need + optional:

@@ -44,7 +44,9 @@ NEAR_FRACTION = 0.06
 #: Inside the lasso deeper than this fraction of the blob's short side is surely subject (a lasso
 #: cuts into a subject by a few % at most; a colour model alone would give up a subject whose colours
 #: the background shares).
-INNER_FRACTION = 0.2
+INNER_FRACTION = 0.08
+#: Whether a lasso's crop also gets the subject model's prior (a rectangle always does).
+LASSO_PRIOR = False
 #: A blob that covers at least this fraction of its bounding box is a rectangle: "the object in here".
 BOX_FILL = 0.97
 #: Blobs under this fraction of the frame are stray marks, not objects.
@@ -73,9 +75,13 @@ class Found:
 
 
 def is_box(blob: np.ndarray) -> bool:
-    """Whether a binary blob (H, W) is a rectangle: it fills its own bounding box."""
+    """Whether a binary blob (H, W) is a rectangle drawn around an object: it fills its own bounding
+    box, and that box meets at most two sides of the frame (a band across the frame, such as "the
+    right half", is a region, not a box around something) or is the whole frame."""
     x, y, w, h = cv2.boundingRect(blob.astype(np.uint8))
-    return w * h > 0 and np.count_nonzero(blob) >= BOX_FILL * w * h
+    H, W = blob.shape
+    sides = (x == 0) + (y == 0) + (x + w == W) + (y + h == H)
+    return w * h > 0 and sides in (0, 1, 2, 4) and np.count_nonzero(blob) >= BOX_FILL * w * h
 
 
 def box_mask(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
@@ -140,6 +146,7 @@ def grabcut(image: np.ndarray, seeds: np.ndarray, iterations: int = ITERATIONS, 
         return probable
     img8 = np.ascontiguousarray(np.clip(image[..., :3] * 255 + 0.5, 0, 255).astype(np.uint8)[..., ::-1])
     mask = seeds.copy()
+    cv2.setRNGSeed(0)  # GrabCut's k-means starts from this thread's RNG: the same answer for the same input
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     for i in range(iterations):
         cv2.grabCut(img8, mask, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if i == 0 else cv2.GC_EVAL)
@@ -164,8 +171,8 @@ def seed_map(inside: np.ndarray, *, box: bool, near_px: float, inner_px: float, 
     if not box and inner_px > 0:
         depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3)
         seeds[depth > inner_px] = cv2.GC_FGD
-    if box and prior is not None:
-        seeds[inside & (prior < 0.5)] = cv2.GC_PR_BGD
+    if prior is not None:
+        seeds[inside & (prior < 0.5) & (seeds != cv2.GC_FGD)] = cv2.GC_PR_BGD
     return seeds
 
 
@@ -197,7 +204,7 @@ def find_subject(image: np.ndarray, guidance: np.ndarray, band_px: int, *, subje
         kinds.append("box" if box else "lasso")
         bx, by, bw, bh = cv2.boundingRect(inside.astype(np.uint8))
         prior = None
-        if box and subject is not None:
+        if subject is not None and (box or LASSO_PRIOR):
             prior = np.zeros(inside.shape, np.float32)
             prior[by:by + bh, bx:bx + bw] = subject(small[by:by + bh, bx:bx + bw])
         seeds = seed_map(inside, box=box, near_px=NEAR_FRACTION * min(bw, bh),

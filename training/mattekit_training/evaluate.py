@@ -23,6 +23,7 @@ Metric conventions: `mattekit_training.metrics`.
 from __future__ import annotations
 
 import argparse
+import functools
 import csv
 import json
 import platform
@@ -153,7 +154,31 @@ def multilevel_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 #: name -> callable(image, guidance) -> alpha
-ALPHA_PIPELINES: dict[str, AlphaPipeline] = {"classical": classical_alpha, "guidance": guidance_alpha}
+def grabcut_alpha(image: np.ndarray, guidance: np.ndarray | None) -> np.ndarray:
+    """The baseline for rough selections (#31): OpenCV's GrabCut seeded with the selection alone
+    (outside background, inside probably subject; 5 iterations at the photo's size), then the
+    classical band solve around what it found."""
+    from mattekit import rough
+
+    if guidance is None:
+        raise ValueError("the grabcut pipeline needs guidance")
+    seeds = np.where(guidance >= 0.5, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
+    return classical_alpha(image, rough.grabcut(image, seeds, 5).astype(np.float32))
+
+
+def refine_alpha(image: np.ndarray, guidance: np.ndarray | None) -> np.ndarray:
+    """The daemon's Refine Selection with the classical solver: a mask's subject found first
+    (`mattekit.rough`), then the band solve; a trimap solved as given."""
+    return _classical_refine()(image, guidance)
+
+
+@functools.cache
+def _classical_refine() -> AlphaPipeline:
+    return band_alpha("classical")
+
+
+ALPHA_PIPELINES: dict[str, AlphaPipeline] = {"classical": classical_alpha, "guidance": guidance_alpha,
+                                             "grabcut": grabcut_alpha, "refine": refine_alpha}
 #: name -> callable(image, alpha) -> foreground
 FOREGROUND_PIPELINES: dict[str, ForegroundPipeline] = {
     "classical": classical_foreground,
