@@ -38,12 +38,15 @@ WORKING_SIDE = 512
 ITERATIONS = 5
 #: A blob's crop: its bounding box grown by this fraction of its long side on each side (context
 #: for the colour model of the background).
-CROP_MARGIN = 0.15
-#: Outside the lasso within this fraction of the blob's short side is only probably background.
-NEAR_FRACTION = 0.06
-#: Inside the lasso deeper than this fraction of the blob's short side is surely subject (a lasso
-#: cuts into a subject by a few % at most; a colour model alone would give up a subject whose colours
-#: the background shares).
+CROP_MARGIN = 0.6
+#: Outside the lasso within this fraction of the image's short side is only probably background (a
+#: hand that crosses the edge strays a few % of it inside).
+NEAR_FRACTION = 0.03
+#: A selection drawn near the edge (the first, unconstrained cut moved it by under a band) is cut again
+#: with everything inside deeper than this fraction of the blob's short side surely subject: a lasso
+#: that crosses the edge cuts in by a few % at most, and the colour model alone gives up parts whose
+#: colours the background shares. A loose lasso's inside is not constrained so (between two cats is
+#: background).
 INNER_FRACTION = 0.08
 #: Whether a lasso's crop also gets the subject model's prior (a rectangle always does).
 LASSO_PRIOR = False
@@ -51,9 +54,9 @@ LASSO_PRIOR = False
 BOX_FILL = 0.97
 #: Blobs under this fraction of the frame are stray marks, not objects.
 MIN_BLOB_FRACTION = 0.0005
-#: The found outline is kept only when it moves the drawn one by more than this fraction of the band
-#: on average (else the selection was already tight and is returned as drawn).
-TIGHT_FRACTION = 0.5
+#: The selection is kept as drawn (it was already tight) when this fraction of the pixels where the
+#: found subject disagrees with it lie within half a band of its outline: the band solve reaches them.
+TIGHT_SHARE = 0.99
 
 Subject = Callable[[np.ndarray], np.ndarray]
 """A subject model: float32 (h, w, 3) crop in [0, 1] -> its alpha (h, w) in [0, 1]."""
@@ -114,6 +117,17 @@ def moved_px(drawn: np.ndarray, found: np.ndarray) -> float:
     contours, _ = cv2.findContours(d, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     perimeter = sum(cv2.arcLength(c, True) for c in contours)
     return float(np.count_nonzero(d != found.astype(np.uint8))) / max(1.0, perimeter)
+
+
+def within_band(drawn: np.ndarray, found: np.ndarray, band_px: int) -> bool:
+    """Whether the found mask differs from the drawn one only within half a band of the drawn outline
+    (`TIGHT_SHARE` of the disagreeing pixels): then the band solve can find that edge by itself."""
+    d = drawn.astype(np.uint8)
+    differ = d != found.astype(np.uint8)
+    if not differ.any():
+        return True
+    to_edge = np.where(d > 0, cv2.distanceTransform(d, cv2.DIST_L2, 3), cv2.distanceTransform(1 - d, cv2.DIST_L2, 3))
+    return float(np.quantile(to_edge[differ], TIGHT_SHARE)) <= band_px / 2
 
 
 def _blobs(selected: np.ndarray) -> list[np.ndarray]:
@@ -178,6 +192,21 @@ def seed_map(inside: np.ndarray, *, box: bool, near_px: float, inner_px: float, 
 
 def find_subject(image: np.ndarray, guidance: np.ndarray, band_px: int, *, subject: Subject | None = None,
                  progress: ProgressFn | None = None) -> Found:
+    """The subject a rough selection means, at full resolution (see `_find`): a first cut with no
+    sure subject, and for a selection that cut moves by under a band a second with the deep inside
+    sure (`INNER_FRACTION`)."""
+    half = None if progress is None else (lambda f: progress(0.5 * f))
+    first = _find(image, guidance, band_px, subject=subject, progress=half, inner=0.0)
+    if first.kind == "box" or first.moved_px > band_px or INNER_FRACTION <= 0:
+        if progress is not None:
+            progress(1.0)
+        return first
+    return _find(image, guidance, band_px, subject=subject, inner=INNER_FRACTION,
+                 progress=None if progress is None else (lambda f: progress(0.5 + 0.5 * f)))
+
+
+def _find(image: np.ndarray, guidance: np.ndarray, band_px: int, *, subject: Subject | None,
+          progress: ProgressFn | None, inner: float) -> Found:
     """The subject a rough selection means, at full resolution.
 
     image: float32 (H, W, 3) in [0, 1]; guidance: float32 (H, W) in [0, 1] (>= 0.5 selected), not empty;
@@ -207,8 +236,8 @@ def find_subject(image: np.ndarray, guidance: np.ndarray, band_px: int, *, subje
         if subject is not None and (box or LASSO_PRIOR):
             prior = np.zeros(inside.shape, np.float32)
             prior[by:by + bh, bx:bx + bw] = subject(small[by:by + bh, bx:bx + bw])
-        seeds = seed_map(inside, box=box, near_px=NEAR_FRACTION * min(bw, bh),
-                         inner_px=INNER_FRACTION * min(bw, bh), prior=prior)
+        seeds = seed_map(inside, box=box, near_px=NEAR_FRACTION * scale * min(H, W),
+                         inner_px=inner * min(bw, bh), prior=prior)
         part = None if progress is None else (lambda f, b=b: progress((b + f) / len(blobs)))
         got = grabcut(small, seeds, progress=part)
         if scale < 1:
@@ -218,6 +247,6 @@ def find_subject(image: np.ndarray, guidance: np.ndarray, band_px: int, *, subje
     kind = kinds[0] if len(set(kinds)) == 1 else "mixed"
     if not found.any():
         return Found(selected.astype(np.float32), "tight", 0.0, len(blobs), ["no subject was found in the selection: it was kept as drawn"])
-    if moved <= TIGHT_FRACTION * band_px and "box" not in kinds:
+    if "box" not in kinds and within_band(selected, found, band_px):
         return Found(selected.astype(np.float32), "tight", moved, len(blobs))
     return Found(found.astype(np.float32), kind, moved, len(blobs))
