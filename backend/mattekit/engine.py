@@ -227,24 +227,28 @@ class Engine:
         kind = params.get("guidance_kind", "auto")
         if kind == "auto":  # a caller in process (the daemon's jobs decided it in `run`)
             kind = "trimap" if trimap_rules.is_trimap(guidance, tol=0.01) else "mask"
+        disputed = None
         if kind == "mask":
-            guidance = self.rough_subject(image, guidance, band_px, params, progress, {} if meta is None else meta)
+            guidance, disputed = self.rough_subject(image, guidance, band_px, params, progress, {} if meta is None else meta)
         progress("trimap", 0.08)
         trimap = trimap_rules.guidance_to_trimap(guidance, band_px, trimap=kind == "trimap",
                                            progress=lambda f: progress("trimap", 0.08 + 0.02 * f))
+        if disputed is not None:
+            trimap[disputed] = 0.5
         alpha = self.solve_band(image, trimap, guidance, method, params, lambda f: progress("alpha", 0.1 + 0.7 * f, model=method))
         return alpha, method
 
     def rough_subject(self, image: np.ndarray, guidance: np.ndarray, band_px: int, params: dict[str, Any], progress: Progress,
-                      meta: dict[str, Any]) -> np.ndarray:
-        """The subject a rough mask selection means (`rough.find_subject`), at full resolution."""
+                      meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The subject a rough mask selection means (`rough.find_subject`), at full resolution, and
+        the pixels left to the band solve beside its band (None: none)."""
         from . import rough
 
         selected = np.count_nonzero(guidance >= 0.5)
         if selected == 0:
             raise P.ProtocolError(P.E_BAD_PARAMS, "the guidance selects nothing: draw a selection around the subject")
         if min(guidance.shape) < config.NET_MIN_SIDE:  # a strip: no room for a colour model around the selection
-            return guidance
+            return guidance, None
         subject = None
         if self.learned:
             try:
@@ -261,9 +265,8 @@ class Engine:
         meta["selection"] = {"read_as": found.kind, "moved_px": round(found.moved_px, 2), "objects": found.blobs,
                              "segment_s": round(time.perf_counter() - t, 4)}
         self.warnings += found.notes
-        # A found outline on the working frame is a few px off at full resolution: the soft values of a
-        # feathered selection are kept where the drawing was kept.
-        return guidance if found.kind == "tight" else found.mask
+        # A selection kept as drawn keeps its own soft values (a feathered edge).
+        return (guidance, found.disputed) if found.kind == "tight" else (found.mask, None)
 
     def classical_if_thin(self, method: str, shape: tuple[int, int]) -> str:
         """`method`, or "classical" (with a warning) for an image too thin for a network: one pads
