@@ -359,3 +359,35 @@ def test_the_python_api_passes_the_edge_controls_in_process_and_through_the_daem
     remote = mattekit.refine_selection(image, rough, backend="daemon", shift_edge="3px", contrast=50)
     np.testing.assert_allclose(local, remote, atol=1e-6)
     assert (local >= 0.5).sum() > (plain >= 0.5).sum()
+
+
+def test_refine_with_a_box_finds_the_object_and_bad_boxes_are_exit_2(at_daemon, tmp_path, capsys):
+    """`--box X,Y,W,H` is a rectangle selection: the disc inside it comes back, not the rectangle."""
+    image, alpha, _ = soft_disc(120, 160, 30, seed=3)
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), (image[..., ::-1] * 255 + 0.5).astype(np.uint8))
+    ys, xs = np.nonzero(alpha > 0.5)
+    box = f"{xs.min() - 8},{ys.min() - 8},{xs.max() - xs.min() + 17},{ys.max() - ys.min() + 17}"
+    out = tmp_path / "o.png"
+    assert cli.main(["refine", str(photo), "--box", box, "-o", str(out), "--output", "alpha"]) == 0, capsys.readouterr().err
+    got = cv2.imread(str(out), cv2.IMREAD_UNCHANGED).astype(np.float32) / 255
+    truth, found = alpha > 0.5, got > 0.5
+    assert (truth & found).sum() / (truth | found).sum() > 0.9  # the box itself scores ~0.7
+    capsys.readouterr()
+    for args, says in [(["--box", "1,2,3"], "give X,Y,WIDTH,HEIGHT"),
+                       (["--box", "0,0,0,10"], "has no area"),
+                       (["--box", "100,100,200,50"], "outside the 160x120 image"),
+                       (["--box", box, "--guidance", str(photo)], "give one"),
+                       ([], "--guidance MASK or --box")]:
+        rc = cli.main(["refine", str(photo), *args, "-o", str(tmp_path / "bad.png")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and says in err and "Traceback" not in err, (args, rc, err)
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_a_guidance_of_another_size_is_exit_2_naming_it(at_daemon, tmp_path, capsys):
+    photo, mask = _photo(tmp_path / "p.png")
+    cv2.imwrite(str(mask), np.zeros((30, 30), np.uint8))
+    assert cli.main(["refine", str(photo), "--guidance", str(mask), "-o", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert str(mask) in err and "30x30" in err

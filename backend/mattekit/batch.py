@@ -56,6 +56,7 @@ class Outcome:
     empty: list[str] = field(default_factory=list)
     skipped: int = 0
     ran: str = ""  # the last job's model and time
+    misused: bool = False  # a failure was the command line's (a --box outside the image, a mask of another size)
 
 
 # --------------------------------------------------------------------------- planning (no work yet)
@@ -190,6 +191,18 @@ def params_from_args(args: argparse.Namespace, op: str) -> dict[str, Any]:
             raise UsageError(f"--{'amount' if op == 'decontaminate' else 'decontaminate'} must be between 0 and 1, got {amount:g}")
         params["amount"] = amount
     params.update(edge_params_from_args(args))
+    box = getattr(args, "box", None)
+    if box is not None:
+        try:
+            params["box"] = [int(v) for v in box.split(",")]
+        except ValueError:
+            params["box"] = None
+        if params["box"] is None or len(params["box"]) != 4:
+            raise UsageError(f"--box {box}: give X,Y,WIDTH,HEIGHT in pixels, e.g. --box 120,80,640,480")
+        if getattr(args, "guidance", None):
+            raise UsageError("--box and --guidance are two selections: give one")
+    elif op == "refine" and not args.guidance:
+        raise UsageError("refine needs the rough selection: --guidance MASK or --box X,Y,WIDTH,HEIGHT")
     if op == "refine" and args.band is not None:
         if not 1 <= args.band <= P.BAND_MAX_PX:
             raise UsageError(f"--band must be 1..{P.BAND_MAX_PX} pixels (leave it out for the automatic width), got {args.band}")
@@ -247,8 +260,18 @@ def run_task(task: Task, op: str, params: dict[str, Any], client_factory: Callab
     shape = image.shape[:2]
     inputs: dict[str, Any] = {}
     guidance = None
-    if op == "refine":  # --guidance is required, and plan found one per input
-        guidance = read_mask(task.guidance, shape)
+    if params.get("box") is not None:
+        from .rough import check_box
+
+        try:
+            check_box(shape, tuple(params["box"]))
+        except ValueError as exc:
+            raise UsageError(f"{task.source}: --{exc}") from None
+    if op == "refine" and task.guidance is not None:  # else --box, a job parameter
+        try:
+            guidance = read_mask(task.guidance, shape)
+        except ImageFileError as exc:
+            raise UsageError(str(exc)) from None
         inputs["guidance"] = (guidance, "Y", "srgb")
     elif op == "decontaminate":
         if task.guidance is not None:
@@ -337,8 +360,11 @@ def _run_all(tasks: list[Task], args: argparse.Namespace, op: str, params: dict[
     def one(task: Task) -> None:
         try:
             written, warnings, empty, ran = run_task(task, op, params, client_factory, args, background, job_progress if single else None)
-        except (ImageFileError, UsageError) as exc:
+        except UsageError as exc:
             reason = str(exc)  # names its file already
+            outcome.misused = True
+        except ImageFileError as exc:
+            reason = str(exc)
         except MatteError as exc:
             reason = f"{task.source}: {exc.message} [{exc.code}]"
         else:
@@ -376,7 +402,7 @@ def _run_all(tasks: list[Task], args: argparse.Namespace, op: str, params: dict[
         for _, reason in outcome.failed:
             print(f"  failed: {reason}", file=sys.stderr)
     if outcome.failed:
-        return EXIT_FAILED
+        return EXIT_USAGE if single and outcome.misused else EXIT_FAILED
     if outcome.empty and not args.allow_empty:
         return EXIT_EMPTY
     return EXIT_OK
@@ -434,9 +460,11 @@ def add_job_commands(sub: Any, common: argparse.ArgumentParser, func: Callable[[
 
     c = job("select", "select_subject", "select the subject with no guidance (like Photoshop's Select Subject, or rembg)")
     r = job("refine", "refine", "refine a rough selection into a soft matte")
-    r.add_argument("--guidance", required=True, help="rough selection mask (grey image, or a trimap 0/128/255); a folder of masks for several inputs")
+    r.add_argument("--guidance", default=None, help="rough selection mask (a loose lasso is fine; grey image, or a trimap 0/128/255); a folder of masks for several inputs")
     r.add_argument("--band", type=int, default=None, help=f"unknown band width in pixels, 1..{P.BAND_MAX_PX} (default: scales with the image)")
     for sp in (c, r):
+        sp.add_argument("--box", default=None, metavar="X,Y,W,H",
+                        help="a rectangle selection in pixels: the object inside it (instead of --guidance)")
         sp.add_argument("--model", default="auto", help=models)
         sp.add_argument("--decontaminate", type=float, default=None, metavar="AMOUNT",
                         help="remove the old background's colour from edges, 0..1 (default %g)" % config.DECONTAMINATE_AMOUNT)
