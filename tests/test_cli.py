@@ -385,9 +385,25 @@ def test_refine_with_a_box_finds_the_object_and_bad_boxes_are_exit_2(at_daemon, 
     assert not (tmp_path / "bad.png").exists()
 
 
-def test_a_guidance_of_another_size_is_exit_2_naming_it(at_daemon, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["refine", "select"])
+def test_a_guidance_of_another_size_is_exit_2_naming_it(at_daemon, tmp_path, capsys, command):
     photo, mask = _photo(tmp_path / "p.png")
     cv2.imwrite(str(mask), np.zeros((30, 30), np.uint8))
-    assert cli.main(["refine", str(photo), "--guidance", str(mask), "-o", str(tmp_path / "o.png")]) == 2
+    assert cli.main([command, str(photo), "--guidance", str(mask), "-o", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err
     assert str(mask) in err and "30x30" in err
+
+
+def test_the_python_api_takes_a_box_and_refuses_two_or_no_selections():
+    import mattekit
+
+    image, alpha, _ = soft_disc(120, 160, 30, seed=3)
+    ys, xs = np.nonzero(alpha > 0.5)
+    box = (int(xs.min()) - 8, int(ys.min()) - 8, int(xs.max() - xs.min()) + 17, int(ys.max() - ys.min()) + 17)
+    got = mattekit.refine_selection(image, box=box, backend="local") > 0.5
+    truth = alpha > 0.5
+    assert (truth & got).sum() / (truth | got).sum() > 0.9
+    for kwargs, says in [({}, "needs one selection"), ({"guidance": alpha, "box": box}, "needs one selection"),
+                         ({"box": (1.5, 2, 3, 4)}, "four integers"), ({"box": (1, 2, 3)}, "four integers")]:
+        with pytest.raises(ValueError, match=says):
+            mattekit.refine_selection(image, backend="local", **kwargs)

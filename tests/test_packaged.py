@@ -143,6 +143,38 @@ def test_u2netp_finds_cats_on_real_photos(weights):
     assert np.mean(scores) > 0.5 and np.mean(scores) > np.mean(centre) + 0.15, (scores, centre)
 
 
+@pytest.mark.skipif(not (DATA / "feral-cats").is_dir(), reason="real data kit not present")
+def test_select_subject_in_a_box_finds_the_cat_better_than_the_whole_frame_clipped(weights, monkeypatch):
+    """Select Subject with a rectangle (#31): u2netp runs on the box's crop, where the cat has more of
+    its input than in the frame. Each real photo sits beside its own mirror image; the box (3 % margin)
+    means the left cat. Measured on 8 train photos: crop 0.77, whole frame clipped to the box 0.54."""
+    import cv2
+
+    import mattekit
+    from mattekit_training.datasets import open_dataset
+
+    weights("u2netp")
+    ds = open_dataset("feral-cats", "train")
+    crop, frame = [], []
+    default = config.SELECT_CROP_MARGIN
+    for i in range(4):
+        s = ds[i]
+        ref = s.mask >= 0.5
+        H, W = ref.shape
+        image = np.concatenate([s.image, s.image[:, ::-1]], 1)
+        truth = np.zeros(image.shape[:2], bool)
+        truth[:, :W] = ref
+        x, y, w, h = cv2.boundingRect(ref.astype(np.uint8))
+        m = int(0.03 * min(H, W))
+        box = (max(0, x - m), max(0, y - m), min(W, x + w + m) - max(0, x - m), min(H, y + h + m) - max(0, y - m))
+        for margin, scores in ((default, crop), (100.0, frame)):  # 100: the crop is the frame
+            monkeypatch.setattr(config, "SELECT_CROP_MARGIN", margin)
+            got = mattekit.select_subject(image, box=box, backend="local") >= 0.5
+            assert not got[:, W + 2 * m:].any()  # nothing of the mirrored cat outside the box
+            scores.append((got & truth).sum() / max(1, (got | truth).sum()))
+    assert np.mean(crop) > 0.7 and np.mean(crop) > np.mean(frame) + 0.1, (crop, frame)
+
+
 def test_general_never_uses_a_people_model_and_auto_says_when_it_must(weights):
     weights("modnet-photographic")
     eng = Engine()

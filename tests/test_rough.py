@@ -147,3 +147,59 @@ def test_refine_needs_guidance_or_a_box():
     image, _ = scene()
     with pytest.raises(P.ProtocolError, match="neither"):
         _job("refine", {}, image)
+
+
+class _RedFinder:
+    """A stand-in subject model that records what it was shown: alpha = how red each pixel is."""
+
+    def __init__(self):
+        self.shown = []
+
+    def predict(self, image, guidance=None):
+        self.shown.append(image.shape[:2])
+        return np.clip((image[..., 0] - image[..., 1] - 0.2) * 3, 0, 1).astype(np.float32)
+
+
+def _select_with(monkeypatch, params, image, guidance=None):
+    finder = _RedFinder()
+    choose = Engine.choose_method
+    monkeypatch.setattr(Engine, "choose_method", lambda self, task, name: "red" if task == "trimap_free" else choose(self, task, name))
+    monkeypatch.setattr(Engine, "runtime", lambda self, name, device: finder)
+    previews = []
+    u8 = np.ascontiguousarray(np.round(image * 255).astype(np.uint8))
+    specs, inputs = [], {}
+    s, a = P.buffer_from_array("image", u8)
+    specs.append(s)
+    inputs["image"] = a
+    if guidance is not None:
+        sg, g = P.buffer_from_array("guidance", np.round(guidance * 255).astype(np.uint8), order="Y")
+        specs.append(sg)
+        inputs["guidance"] = g
+    p = P.check_job("select_subject", {"preview": True, **params}, specs)
+    out = Engine(learned=False).run("select_subject", p, inputs, specs,
+                                    lambda stage, f, **k: previews.append(k["frames"][0].shape) if stage == "preview" else None)
+    return out.buffers["alpha"][1].reshape(image.shape[:2]) / 255, finder.shown, previews, out.meta
+
+
+def test_select_subject_in_a_box_runs_the_subject_model_on_the_boxs_crop(monkeypatch):
+    """Select Subject with a rectangle: the model sees the box (5 % margin), not the frame, and only
+    the object inside the box comes back; the preview still covers the whole frame."""
+    image, mask = scene(centres=((120, 90), (120, 240)), radius=40)
+    left = mask.copy()
+    left[:, 165:] = 0
+    alpha, shown, previews, meta = _select_with(monkeypatch, {"box": [40, 70, 100, 100]}, image)
+    assert shown == [(110, 110)] and meta["crop"] == [35, 65, 110, 110]
+    assert iou(alpha, left) > 0.95 and not alpha[:, 165:].any()
+    assert len(previews) == 1 and previews[0][:2] == (240, 320)
+    whole, shown, _, meta = _select_with(monkeypatch, {}, image)
+    assert shown == [(240, 320)] and "crop" not in meta and iou(whole, mask) > 0.95  # no selection: the frame
+
+
+def test_select_subject_in_a_lasso_finds_the_subject_inside_it(monkeypatch):
+    image, mask = scene(centres=((120, 90), (120, 240)), radius=40)
+    lasso = grown(np.where(np.arange(320)[None, :] > 165, mask, 0), 20)  # a loose lasso around the right disc
+    alpha, shown, _, meta = _select_with(monkeypatch, {}, image, lasso)
+    x, y, w, h = meta["crop"]
+    assert shown == [(h, w)] and x > 150
+    right = np.where(np.arange(320)[None, :] > 165, mask, 0)
+    assert iou(alpha, right) > 0.95 > iou(lasso, right)

@@ -153,18 +153,37 @@ def _rgba_out(rgba: np.ndarray, as_pil: bool) -> Any:
     return Image.fromarray(np.ascontiguousarray(rgba), "RGBA" if rgba.shape[2] == 4 else "RGB")
 
 
-def select_subject(image: Any, *, model: str = "auto", backend: str = "auto", **edge: Any) -> Any:
-    """The subject's alpha matte, no guidance: float32 (H, W) in [0, 1] (PIL "L" for a PIL image).
+def select_subject(image: Any, *, guidance: Any = None, box: tuple[int, int, int, int] | None = None, model: str = "auto",
+                   backend: str = "auto", **edge: Any) -> Any:
+    """The subject's alpha matte: float32 (H, W) in [0, 1] (PIL "L" for a PIL image). With a selection
+    (``guidance``, a mask (H, W); or ``box``, (x, y, width, height) px) the subject inside it, found on its crop.
     ``edge``: the edge controls (smooth=, feather=, contrast=, shift_edge=; see docs/protocol.md)."""
-    return _alpha_out(run("select_subject", image, backend=backend, model=model, outputs=["alpha"], **edge)["alpha"], _is_pil(image))
+    return _alpha_out(run("select_subject", image, guidance=guidance, backend=backend, model=model, outputs=["alpha"],
+                          box=_box(box), **edge)["alpha"], _is_pil(image))
 
 
-def refine_selection(image: Any, guidance: Any, *, model: str = "auto", band_px: int | None = None, backend: str = "auto",
-                     **edge: Any) -> Any:
-    """A rough selection (mask, (H, W); or a trimap 0 / 0.5 / 1) refined into a soft alpha matte.
+def refine_selection(image: Any, guidance: Any = None, *, box: tuple[int, int, int, int] | None = None, model: str = "auto",
+                     band_px: int | None = None, backend: str = "auto", **edge: Any) -> Any:
+    """A rough selection refined into a soft alpha matte: ``guidance`` a mask (H, W) (a loose lasso is
+    fine) or a trimap 0 / 0.5 / 1, or ``box`` (x, y, width, height) px, "the object in here".
     ``edge``: the edge controls (smooth=, feather=, contrast=, shift_edge=; see docs/protocol.md)."""
-    return _alpha_out(run("refine", image, guidance=guidance, backend=backend, model=model, band_px=band_px, outputs=["alpha"],
-                          **edge)["alpha"], _is_pil(image))
+    if (guidance is None) == (box is None):
+        raise ValueError("refine_selection needs one selection: guidance= (a mask or trimap) or box=(x, y, width, height)")
+    return _alpha_out(run("refine", image, guidance=guidance, box=_box(box), backend=backend, model=model, band_px=band_px,
+                          outputs=["alpha"], **edge)["alpha"], _is_pil(image))
+
+
+def _box(box: Any) -> list[int] | None:
+    """A box as the protocol takes it: [x, y, width, height] of ints (the daemon checks it lies in the image)."""
+    if box is None:
+        return None
+    try:
+        out = [int(v) for v in box]
+    except (TypeError, ValueError):
+        out = []
+    if len(out) != 4 or any(o != v for o, v in zip(out, box)):
+        raise ValueError(f"box must be four integers (x, y, width, height), got {box!r}")
+    return out
 
 
 def decontaminate(image: Any, alpha: Any, *, amount: float = 1.0, backend: str = "auto") -> Any:

@@ -267,7 +267,7 @@ def run_task(task: Task, op: str, params: dict[str, Any], client_factory: Callab
             check_box(shape, tuple(params["box"]))
         except ValueError as exc:
             raise UsageError(f"{task.source}: --{exc}") from None
-    if op == "refine" and task.guidance is not None:  # else --box, a job parameter
+    if op in ("refine", "select_subject") and task.guidance is not None:  # else --box, a job parameter
         try:
             guidance = read_mask(task.guidance, shape)
         except ImageFileError as exc:
@@ -461,6 +461,7 @@ def add_job_commands(sub: Any, common: argparse.ArgumentParser, func: Callable[[
     c = job("select", "select_subject", "select the subject with no guidance (like Photoshop's Select Subject, or rembg)")
     r = job("refine", "refine", "refine a rough selection into a soft matte")
     r.add_argument("--guidance", default=None, help="rough selection mask (a loose lasso is fine; grey image, or a trimap 0/128/255); a folder of masks for several inputs")
+    c.add_argument("--guidance", default=None, help="a selection mask: the subject inside it (grey image); a folder of masks for several inputs")
     r.add_argument("--band", type=int, default=None, help=f"unknown band width in pixels, 1..{P.BAND_MAX_PX} (default: scales with the image)")
     for sp in (c, r):
         sp.add_argument("--box", default=None, metavar="X,Y,W,H",

@@ -86,6 +86,10 @@ REFINE_SOLVE_UNKNOWN = 50_000
 
 #: Select Subject runs its subject model with the image's long side at most this (then refines at full size).
 SUBJECT_WORKING_SIDE = 1024
+#: Select Subject inside a selection runs its subject model on the selection's bounding box grown by
+#: this fraction of its long side (context around the subject; the crop gives the model more of the
+#: subject's pixels than the whole frame does).
+SELECT_CROP_MARGIN = 0.05
 #: A subject model's output that spans less than this (of 0..1) found no clear subject (a warning).
 SUBJECT_MIN_SPREAD = 0.2
 #: A Select Subject result with less than this fraction selected (or more than 1 - it) is reported

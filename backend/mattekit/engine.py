@@ -25,7 +25,7 @@ from .edges import apply_edge_params
 from .model_notes import model_notes
 # The wire codec and the band rules have their own modules; their names stay importable from here.
 from .codec import decode_image, decode_layer_alpha, decode_mask, direct_foreground_encoding, encode_alpha, encode_foreground, foreground_spec, wire_rgb  # noqa: F401
-from .trimap import snap_trimap, uncertain_trimap, within_selection  # noqa: F401
+from .trimap import selection_crop, snap_trimap, uncertain_trimap, within_selection  # noqa: F401
 
 log = logging.getLogger("mattekit.engine")
 
@@ -145,12 +145,33 @@ class Engine:
         self.warnings = []
         meta: dict[str, Any] = {"job": op}
         timings: dict[str, float] = {}
-        coarse = None
+        guidance = None
+        if "guidance" in inputs:
+            kind = params["guidance_kind"]
+            g = decode_mask(inputs["guidance"], specs_by["guidance"], lambda f: progress("decode", 0.01 * f))
+            from .trimap import is_trimap as looks_like_trimap
+
+            # tol 0.01: an 8-bit trimap's 128 is 0.502, not 0.5.
+            is_trimap = kind == "trimap" or (kind == "auto" and looks_like_trimap(g, tol=0.01))
+            guidance = snap_trimap(g) if is_trimap else g
+            meta["guidance_kind"] = "trimap" if is_trimap else "mask"
+            params = {**params, "guidance_kind": meta["guidance_kind"]}  # decided once, for refine
+        elif params.get("box") is not None:
+            from .rough import box_mask
+
+            guidance = box_mask((ispec.height, ispec.width), tuple(params["box"]))
+            meta["guidance_kind"] = "box"
+            params = {**params, "guidance_kind": "mask"}
+        coarse = crop = None
         if op == "select_subject":
             # The subject model needs only a working-size image: run it (and send the preview)
-            # before the full-resolution decode, so the editor sees something at once.
+            # before the full-resolution decode, so the editor sees something at once. Inside a
+            # selection it runs on the selection's crop: more of its pixels on the subject.
+            if guidance is not None:
+                crop = selection_crop(guidance, config.SELECT_CROP_MARGIN)
+                meta["crop"] = [crop[2], crop[0], crop[3] - crop[2], crop[1] - crop[0]]  # x, y, width, height
             t = time.perf_counter()
-            coarse, subject = self.coarse_subject(inputs["image"], ispec, params, progress)
+            coarse, subject = self.coarse_subject(inputs["image"], ispec, params, progress, crop=crop)
             timings["subject_s"] = time.perf_counter() - t
         wants_foreground = "foreground" in params["outputs"] or op == "decontaminate"
         fg_method = self.foreground_method(params, (ispec.height, ispec.width)) if wants_foreground else None
@@ -163,25 +184,7 @@ class Engine:
         else:
             image, layer_alpha = decode_image(inputs["image"], ispec, lambda f: progress("decode", at + 0.02 * f))
         timings["decode_s"] = time.perf_counter() - t0
-
-        guidance = None
-        if "guidance" in inputs:
-            kind = params["guidance_kind"]
-            g = decode_mask(inputs["guidance"], specs_by["guidance"], lambda f: progress("decode", at + 0.02 + 0.01 * f))
-            from .trimap import is_trimap as looks_like_trimap
-
-            # tol 0.01: an 8-bit trimap's 128 is 0.502, not 0.5.
-            is_trimap = kind == "trimap" or (kind == "auto" and looks_like_trimap(g, tol=0.01))
-            guidance = snap_trimap(g) if is_trimap else g
-            meta["guidance_kind"] = "trimap" if is_trimap else "mask"
-            params = {**params, "guidance_kind": meta["guidance_kind"]}  # decided once, for refine
-            progress("decode", at + 0.04)
-        elif params.get("box") is not None:
-            from .rough import box_mask
-
-            guidance = box_mask((ispec.height, ispec.width), tuple(params["box"]))
-            meta["guidance_kind"] = "box"
-            params = {**params, "guidance_kind": "mask"}
+        progress("decode", at + 0.04)
 
         t1 = time.perf_counter()
         if op == "decontaminate":
@@ -192,7 +195,7 @@ class Engine:
             meta["coverage"] = selected_fraction(alpha)
             self.warnings += coverage_warnings(meta["coverage"])
         else:  # select_subject
-            alpha, meta["model"] = self.select_subject(image, coarse, subject, params, progress)
+            alpha, meta["model"] = self.select_subject(image, coarse, subject, params, progress, crop=crop)
             if guidance is not None:
                 alpha = within_selection(alpha, guidance, params["band_px"])
             meta["coverage"] = selected_fraction(alpha)
@@ -293,8 +296,10 @@ class Engine:
 
         return tiling.run_tiled(tile, trimap.shape, band, trimap, tile=config.TILE_PX, overlap=config.TILE_OVERLAP_PX, progress=progress)
 
-    def coarse_subject(self, wire: np.ndarray, spec: P.BufferSpec, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
-        """The subject model's alpha at working size (long side <= SUBJECT_WORKING_SIDE), from the wire image.
+    def coarse_subject(self, wire: np.ndarray, spec: P.BufferSpec, params: dict[str, Any], progress: Progress,
+                       crop: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, str]:
+        """The subject model's alpha at working size (long side <= SUBJECT_WORKING_SIDE), from the wire
+        image or its `crop` (y0, y1, x0, x1; the alpha is then the crop's).
 
         The area downscale runs on the wire array (8/16-bit or float) before any full-size float
         copy exists, which is most of the time to the preview at 12+ MP.
@@ -309,6 +314,9 @@ class Engine:
                 f"only a people model ({method}) is installed, so only people can be selected: "
                 "run `mattekit models fetch u2netp` for any subject")
         progress("subject", 0.05, model=method)
+        full = wire.shape[:2]
+        if crop is not None:
+            wire = wire[crop[0]:crop[1], crop[2]:crop[3]]
         h, w = wire.shape[:2]
         scale = min(1.0, config.SUBJECT_WORKING_SIDE / max(h, w))
         small = wire
@@ -322,14 +330,17 @@ class Engine:
             self.warnings.append(
                 f"the subject model ({method}) found no clear subject: its output spans only {spread:.2f} of 0..1")
         if params["preview"]:
-            self.send_preview(coarse, progress)
+            self.send_preview(coarse if crop is None else pasted(coarse, crop, full, config.PREVIEW_SIDE), progress)
         return coarse, method
 
-    def select_subject(self, image: np.ndarray, coarse: np.ndarray, method: str, params: dict[str, Any], progress: Progress) -> tuple[np.ndarray, str]:
-        """Coarse-to-fine: the working-size alpha upsampled, then full-resolution alpha in the uncertain band only."""
+    def select_subject(self, image: np.ndarray, coarse: np.ndarray, method: str, params: dict[str, Any], progress: Progress,
+                       crop: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, str]:
+        """Coarse-to-fine: the working-size alpha (of `crop`, y0, y1, x0, x1, when given) upsampled,
+        then full-resolution alpha in the uncertain band only."""
         h, w = image.shape[:2]
-        scale = coarse.shape[0] / h
-        up = imageops.resize_linear(coarse, (h, w)) if coarse.shape != (h, w) else coarse
+        crop = crop or (0, h, 0, w)
+        scale = coarse.shape[0] / (crop[1] - crop[0])
+        up = pasted(coarse, crop, (h, w))
         trimap = uncertain_trimap(up, radius=max(2, int(np.ceil(1 / scale))))
         refiner = self.classical_if_thin(self.choose_method("guided", "auto"), (h, w))
         progress("refine", 0.4, model=refiner)
@@ -445,6 +456,18 @@ def stretch_confidence(coarse: np.ndarray) -> tuple[np.ndarray, float]:
     if spread < config.SUBJECT_MIN_SPREAD:
         return c, spread
     return np.clip((c - lo) / spread, 0.0, 1.0).astype(np.float32), spread
+
+
+def pasted(alpha: np.ndarray, crop: tuple[int, int, int, int], shape: tuple[int, int], side: int | None = None) -> np.ndarray:
+    """A crop's alpha (any size) resized onto its place (y0, y1, x0, x1) in a zero frame of `shape`
+    (H, W), or of that shape scaled to at most `side` px on its long side: float32."""
+    H, W = shape
+    s = 1.0 if side is None else min(1.0, side / max(H, W))
+    y0, y1, x0, x1 = (round(v * s) for v in crop)
+    out = np.zeros((max(1, round(H * s)), max(1, round(W * s))), np.float32)
+    if y1 > y0 and x1 > x0:
+        out[y0:y1, x0:x1] = alpha if alpha.shape == (y1 - y0, x1 - x0) else imageops.resize_linear(alpha, (y1 - y0, x1 - x0))
+    return out
 
 
 def selected_fraction(alpha: np.ndarray) -> float:

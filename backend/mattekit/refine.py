@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import math
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -190,7 +191,18 @@ def pymatting_module(name: str) -> types.ModuleType:
     `__init__` when that has not run yet: it imports every one of pymatting's modules and loads
     each of their eagerly compiled numba kernels, 1.1 s of a fresh daemon's first request, for the
     three self-contained modules refine uses. A later `import pymatting` finds them in sys.modules
-    and reuses them. Falls back to a plain import if the package is laid out otherwise."""
+    and reuses them. Falls back to a plain import if the package is laid out otherwise.
+
+    Locked: the module is in sys.modules before it has run, so a second thread (the daemon's warm-up
+    beside an in-process job) would otherwise get it half-initialised."""
+    with _PYMATTING_LOCK:
+        return _pymatting_module(name)
+
+
+_PYMATTING_LOCK = threading.RLock()
+
+
+def _pymatting_module(name: str) -> types.ModuleType:
     full = f"pymatting.{name}"
     if full in sys.modules or "pymatting" in sys.modules:
         return importlib.import_module(full)

@@ -30,6 +30,7 @@ import numpy as np
 
 from mattekit import config
 from mattekit.imageops import ProgressFn
+from mattekit.trimap import selection_crop
 
 #: GrabCut runs on each blob's crop at most this many px on its long side (the band solve restores
 #: full resolution; GrabCut's time grows with the pixels, ~0.1 s per iteration here at 512 px).
@@ -132,14 +133,6 @@ def _blobs(selected: np.ndarray) -> list[np.ndarray]:
     return [labels == i for i in keep]
 
 
-def _crop_box(blob: np.ndarray) -> tuple[int, int, int, int]:
-    """y0, y1, x0, x1 of a blob's bounding box grown by CROP_MARGIN of its long side, in the frame."""
-    x, y, w, h = cv2.boundingRect(blob.astype(np.uint8))
-    m = int(round(CROP_MARGIN * max(w, h)))
-    H, W = blob.shape
-    return max(0, y - m), min(H, y + h + m), max(0, x - m), min(W, x + w + m)
-
-
 def grabcut(image: np.ndarray, seeds: np.ndarray, iterations: int = ITERATIONS, progress: ProgressFn | None = None) -> np.ndarray:
     """OpenCV's GrabCut from a seed map, one iteration per call so `progress` (raise to cancel)
     runs between them.
@@ -216,7 +209,7 @@ def _find(image: np.ndarray, guidance: np.ndarray, band_px: int, *, subject: Sub
     found = np.zeros((H, W), bool)
     kinds = []
     for b, blob in enumerate(blobs):
-        y0, y1, x0, x1 = _crop_box(blob)
+        y0, y1, x0, x1 = selection_crop(blob, CROP_MARGIN)
         scale = min(1.0, WORKING_SIDE / max(y1 - y0, x1 - x0))
         size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
         crop = image[y0:y1, x0:x1]

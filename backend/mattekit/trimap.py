@@ -122,6 +122,17 @@ def uncertain_trimap(alpha: np.ndarray, radius: int) -> np.ndarray:
     return trimap
 
 
+def selection_crop(guidance: np.ndarray, margin: float) -> tuple[int, int, int, int]:
+    """y0, y1, x0, x1 of the selection's (guidance >= 0.5, (H, W)) bounding box grown by `margin` of its
+    long side on each side, within the frame; the whole frame for an empty selection."""
+    H, W = guidance.shape
+    x, y, w, h = cv2.boundingRect((guidance >= 0.5).astype(np.uint8))
+    if w == 0 or h == 0:
+        return 0, H, 0, W
+    m = int(round(margin * max(w, h)))
+    return max(0, y - m), min(H, y + h + m), max(0, x - m), min(W, x + w + m)
+
+
 def within_selection(alpha: np.ndarray, guidance: np.ndarray, band_px: int | None) -> np.ndarray:
     """Select Subject inside a selection: alpha limited to the selection grown by the band width.
 
