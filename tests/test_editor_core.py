@@ -166,9 +166,11 @@ def test_band_rule_has_one_definition_equal_to_the_daemons():
 
 def test_work_rect_is_selection_box_plus_margin_clipped_to_the_layer():
     layer = C.Rect(-50, 30, 2000, 1500)  # a layer offset partly outside the image
-    sel = C.Rect(400, 500, 300, 200)
+    sel = C.Rect(400, 500, 100, 80)
     assert C.work_rect(layer, sel, band_px=20) == sel.grow(80)  # 4 bands when that beats the minimum
     assert C.work_rect(layer, sel, band_px=5) == sel.grow(C.MIN_MARGIN_PX)
+    big = C.Rect(400, 500, 300, 200)  # the rough stage's context around a rough selection: 0.6 x 300 px
+    assert C.work_rect(layer, big, band_px=20) == big.grow(round(config.ROUGH_CONTEXT * 300)) == big.grow(180)
     near_edge = C.work_rect(layer, C.Rect(-50, 30, 10, 10), band_px=20)
     assert near_edge == C.Rect(-50, 30, 90, 90)  # clipped at the layer's corner
     assert C.work_rect(layer, None, 20) == layer and C.work_rect(layer, C.Rect(0, 0, 0, 0), 20) == layer

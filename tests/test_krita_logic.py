@@ -197,7 +197,7 @@ def test_every_action_crops_to_the_selection_box_plus_margin(action):
     sel = _canvas_selection(canvas, (500, 400, 100, 50))
     rect, band, cropped = logic.plan_crop(action, Options(), canvas, sel.tobytes())
     assert band == logic.core.resolve_band_px(None, 1200, 900)  # from the whole canvas, not the crop
-    assert rect == logic.Rect(500, 400, 100, 50).grow(max(logic.core.MIN_MARGIN_PX, logic.core.MARGIN_BANDS * band))
+    assert rect == logic.Rect(500, 400, 100, 50).grow(max(logic.core.MIN_MARGIN_PX, logic.core.MARGIN_BANDS * band, 60))  # 60: 0.6 x 100
     assert cropped == np.ascontiguousarray(sel[rect.y:rect.y2, rect.x:rect.x2]).tobytes()
     # Near the canvas edge the crop is clipped, and the user's band sets the margin.
     rect, band, _ = logic.plan_crop(action, Options(band_px=40), canvas, _canvas_selection(canvas, (0, 0, 10, 10)).tobytes())

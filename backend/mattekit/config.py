@@ -86,6 +86,10 @@ REFINE_SOLVE_UNKNOWN = 50_000
 
 #: Select Subject runs its subject model with the image's long side at most this (then refines at full size).
 SUBJECT_WORKING_SIDE = 1024
+#: Refine Selection's rough stage looks for the subject of each blob of a selection in the blob's bounding
+#: box grown by this fraction of its long side on each side (the background's colour model needs
+#: background around the selection); the editors send at least that much of the layer around a selection.
+ROUGH_CONTEXT = 0.6
 #: Select Subject inside a selection runs its subject model on the selection's bounding box grown by
 #: this fraction of its long side (context around the subject; the crop gives the model more of the
 #: subject's pixels than the whole frame does).

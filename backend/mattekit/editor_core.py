@@ -247,12 +247,14 @@ def work_rect(layer: Rect, selection_bounds: Optional[Rect], band_px: int) -> Re
     """The part of the layer (image coordinates) to send, for every op.
 
     The selection's bounding box grown by a margin (``MARGIN_BANDS`` bands, at least
-    ``MIN_MARGIN_PX``), clipped to the layer; no selection: the whole layer. Empty when
-    the selection does not touch the layer.
+    ``MIN_MARGIN_PX``, and at least the context the rough stage looks at around a rough
+    selection, ``config.ROUGH_CONTEXT`` of the box's long side), clipped to the layer; no
+    selection: the whole layer. Empty when the selection does not touch the layer.
     """
     if selection_bounds is None or selection_bounds.empty:
         return layer
-    return selection_bounds.grow(max(MIN_MARGIN_PX, MARGIN_BANDS * band_px)).intersect(layer)
+    context = int(round(config.ROUGH_CONTEXT * max(selection_bounds.width, selection_bounds.height)))
+    return selection_bounds.grow(max(MIN_MARGIN_PX, MARGIN_BANDS * band_px, context)).intersect(layer)
 
 
 def decontaminate_matte_source(has_selection: bool, has_mask: bool, has_alpha: bool) -> str:

@@ -35,11 +35,10 @@ from mattekit.trimap import selection_crop
 #: GrabCut runs on each blob's crop at most this many px on its long side (the band solve restores
 #: full resolution; GrabCut's time grows with the pixels, ~0.1 s per iteration here at 512 px).
 WORKING_SIDE = 512
-#: GrabCut iterations (one per call, so a cancel is seen between them).
+#: GrabCut iterations at most (one per call, so a cancel is seen between them) ...
 ITERATIONS = 5
-#: A blob's crop: its bounding box grown by this fraction of its long side on each side (context
-#: for the colour model of the background).
-CROP_MARGIN = 0.6
+#: ... stopping early once an iteration changes under this fraction of the crop's labels.
+SETTLED_FRACTION = 0.002
 #: Outside the lasso within this fraction of the image's short side is only probably background (a
 #: hand that crosses the edge strays a few % of it inside).
 NEAR_FRACTION = 0.03
@@ -133,9 +132,11 @@ def _blobs(selected: np.ndarray) -> list[np.ndarray]:
     return [labels == i for i in keep]
 
 
-def grabcut(image: np.ndarray, seeds: np.ndarray, iterations: int = ITERATIONS, progress: ProgressFn | None = None) -> np.ndarray:
+def grabcut(image: np.ndarray, seeds: np.ndarray, iterations: int = ITERATIONS, progress: ProgressFn | None = None,
+            settled: float | None = None) -> np.ndarray:
     """OpenCV's GrabCut from a seed map, one iteration per call so `progress` (raise to cancel)
-    runs between them.
+    runs between them; it stops early once an iteration changes at most `settled` (default
+    `SETTLED_FRACTION`; 0: only a fixed point, i.e. plain GrabCut) of the labels.
 
     image: float32 (h, w, 3) in [0, 1]; seeds: uint8 (h, w) of cv2.GC_BGD / GC_FGD / GC_PR_BGD / GC_PR_FGD.
     Returns bool (h, w): the subject. A seed map with no background or no subject returns its own
@@ -148,11 +149,18 @@ def grabcut(image: np.ndarray, seeds: np.ndarray, iterations: int = ITERATIONS, 
     mask = seeds.copy()
     cv2.setRNGSeed(0)  # GrabCut's k-means starts from this thread's RNG: the same answer for the same input
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    settled = SETTLED_FRACTION if settled is None else settled
+    before = probable
     for i in range(iterations):
         cv2.grabCut(img8, mask, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if i == 0 else cv2.GC_EVAL)
+        now = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+        done = i > 0 and np.count_nonzero(now != before) <= settled * now.size
+        before = now
         if progress is not None:
-            progress((i + 1) / iterations)
-    return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+            progress(1.0 if done else (i + 1) / iterations)
+        if done:
+            break
+    return before
 
 
 def seed_map(inside: np.ndarray, *, box: bool, near_px: float, inner_px: float, prior: np.ndarray | None = None) -> np.ndarray:
@@ -209,7 +217,7 @@ def _find(image: np.ndarray, guidance: np.ndarray, band_px: int, *, subject: Sub
     found = np.zeros((H, W), bool)
     kinds = []
     for b, blob in enumerate(blobs):
-        y0, y1, x0, x1 = selection_crop(blob, CROP_MARGIN)
+        y0, y1, x0, x1 = selection_crop(blob, config.ROUGH_CONTEXT)
         scale = min(1.0, WORKING_SIDE / max(y1 - y0, x1 - x0))
         size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
         crop = image[y0:y1, x0:x1]

@@ -163,7 +163,7 @@ def grabcut_alpha(image: np.ndarray, guidance: np.ndarray | None) -> np.ndarray:
     if guidance is None:
         raise ValueError("the grabcut pipeline needs guidance")
     seeds = np.where(guidance >= 0.5, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
-    return classical_alpha(image, rough.grabcut(image, seeds, 5).astype(np.float32))
+    return classical_alpha(image, rough.grabcut(image, seeds, 5, settled=0.0).astype(np.float32))
 
 
 def refine_alpha(image: np.ndarray, guidance: np.ndarray | None) -> np.ndarray:
