@@ -203,3 +203,18 @@ def test_select_subject_in_a_lasso_finds_the_subject_inside_it(monkeypatch):
     assert shown == [(h, w)] and x > 150
     right = np.where(np.arange(320)[None, :] > 165, mask, 0)
     assert iou(alpha, right) > 0.95 > iou(lasso, right)
+
+
+def test_a_subject_that_colour_cannot_tell_from_its_background_keeps_the_selection_and_says_so():
+    """Grey subject on grey: the colour model keeps only a red spot (1 % of the lasso); the drawing is
+    kept (today's answer) with a warning rather than shrunk to the spot."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:240, :320]
+    image = np.clip(0.3 + rng.normal(0, 0.03, (240, 320, 3)), 0, 1).astype(np.float32)
+    image[(yy - 120) ** 2 + (xx - 160) ** 2 <= 36] = [0.9, 0.2, 0.2]
+    lasso = ((yy - 120) ** 2 + (xx - 160) ** 2 <= 60 ** 2).astype(np.float32)
+    found = rough.find_subject(image, lasso, band_px=8)
+    assert found.kind == "tight" and np.array_equal(found.mask, lasso)
+    assert any("could not be told from its background" in n for n in found.notes)
+    out = _job("refine", {"band_px": 8}, image, lasso)
+    assert any("could not be told" in w for w in out.meta["warnings"])
