@@ -5,7 +5,9 @@
 # the plug-in reads them (same Babl formats), then the selection / mask / new layer each
 # procedure leaves behind. Reads SPEC (a JSON file, path in $MATTEKIT_BATCH_SPEC):
 #   {"out": DIR, "cases": [{"name", "file", "precision", "canvas": [w, h, dx, dy],
-#     "select": [x, y, w, h] | null, "select_from": CASE_NAME | null,
+#     "select": [x, y, w, h] | null (an ellipse), "select_rect": [x, y, w, h] | null,
+#     "select_mask": FILE | null (raw bytes of an image-sized channel in the precision's "channel" format),
+#     "select_from": CASE_NAME | null,
 #     "premask": true | absent (give the layer a white mask first), "procedure", "args": {...}}]}
 # The plug-in's timing lines ($MATTEKIT_GIMP_TIMINGS) written during a case go into its meta.
 # Every failure is written to DIR/<case>/error.txt: a batch script that raises makes
@@ -58,10 +60,12 @@ def _mk_main():
                         precision=image.get_precision().value_nick)
             if case.get("select"):
                 image.select_ellipse(_Gimp.ChannelOps.REPLACE, *case["select"])
-            elif case.get("select_from"):
+            elif case.get("select_rect"):
+                image.select_rectangle(_Gimp.ChannelOps.REPLACE, *case["select_rect"])
+            elif case.get("select_from") or case.get("select_mask"):
                 ch = _Gimp.Channel.new(image, "sel", image.get_width(), image.get_height(), 100.0, _Gegl.Color.new("black"))
                 image.insert_channel(ch, None, 0)
-                src = selections[case["select_from"]]
+                src = selections[case["select_from"]] if case.get("select_from") else open(case["select_mask"], "rb").read()
                 # Raw copy: select_item takes a channel's stored values as they are (see mattekit_logic.PixelFormat.channel).
                 ch.get_buffer().set(_Gegl.Rectangle.new(0, 0, image.get_width(), image.get_height()), fmt["channel"], src)
                 ch.get_buffer().flush()

@@ -27,6 +27,7 @@ from mattekit import imageops
 from mattekit.client import Client, MatteError
 
 from . import roots
+from .photo import MIN_IOU
 
 pytestmark = pytest.mark.editor
 
@@ -334,6 +335,38 @@ def test_select_subject_matches_daemon_answer(batch, case):
         assert rect != layer and rect.intersect(layer) == rect
         got = load(batch["root"], "main", case, "out_selection.bin", pf.dtype, (layer.height, layer.width))
     np.testing.assert_array_equal(got, full)
+
+
+@pytest.fixture(scope="module")
+def rough_batch(gimp_root, daemon, plugin):
+    """Refine Selection from a loose lasso and from a rectangle on a real photo with a known mask."""
+    import cv2
+
+    from .photo import kit_photo
+
+    photo = kit_photo()
+    mk = gimp_root / "root" / "mk"
+    mk.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(mk / "pet.png"), photo.rgb8[..., ::-1])
+    photo.lasso.tofile(mk / "pet_lasso.raw")
+    base = {"file": "/root/mk/pet.png", "precision": "u8-non-linear", "procedure": REFINE, "args": {"output": "selection"}}
+    cases = [dict(base, name="rough_lasso", select_mask="/root/mk/pet_lasso.raw"), dict(base, name="rough_rect", select_rect=list(photo.box))]
+    metas = run_gimp(gimp_root, cases, name="rough")
+    return {"root": gimp_root, "client": daemon, "metas": metas, "cases": {c["name"]: c for c in cases}, "photo": photo}
+
+
+@pytest.mark.parametrize("case", ["rough_lasso", "rough_rect"])
+def test_a_loose_lasso_or_a_rectangle_becomes_a_soft_selection_on_the_real_edge(rough_batch, case):
+    """#31 in GIMP: the rough selection drawn in GIMP comes back on the pet's edge (IoU >= 0.9 with the
+    known mask, far above the selection itself), and it is the daemon's own answer for what was sent."""
+    meta = rough_batch["metas"][case]
+    assert meta["status"] == "success", meta
+    photo = rough_batch["photo"]
+    _, _, pf, _, sel, layer = _inputs(rough_batch, case, run="rough")
+    got = load(rough_batch["root"], "rough", case, "out_selection.bin", pf.dtype, (layer.height, layer.width))
+    _, _, full, _ = _expected_refine(rough_batch, case, run="rough")
+    np.testing.assert_array_equal(got, full)
+    assert photo.iou(got) >= MIN_IOU > photo.iou(sel) + 0.05, (photo.iou(got), photo.iou(sel))
 
 
 def test_refine_with_a_model_the_daemon_lists(batch):

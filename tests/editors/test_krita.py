@@ -478,3 +478,38 @@ def test_gui_menus_shortcuts_and_dialog(daemon, client, tmp_path):
         assert png.stat().st_size > 2000
         if os.environ.get("MATTEKIT_UPDATE_DOCS_IMG") == "1":
             shutil.copy(png, ROOT / "docs" / "img" / f"krita_{name}.png")
+
+
+@pytest.fixture(scope="module")
+def rough_krita(daemon, pykrita, tmp_path_factory):
+    """Refine Selection from a loose lasso and from a rectangle on a real photo with a known mask."""
+    from .photo import kit_photo
+
+    photo = kit_photo()
+    out = tmp_path_factory.mktemp("krita-rough")
+    h, w = photo.mask.shape
+    px = out / "pet.pixels"
+    to_krita(photo.rgb8.astype(np.float32) / 255, np.ones((h, w), np.float32), "U8", False).tofile(px)
+    rect = np.zeros((h, w), np.uint8)
+    x, y, bw, bh = photo.box
+    rect[y:y + bh, x:x + bw] = 255
+    cases = []
+    for name, sel in (("rough_lasso", photo.lasso), ("rough_rect", rect)):
+        sel.tofile(out / f"{name}.sel")
+        cases.append({"name": name, "width": w, "height": h, "depth": "U8", "profile": "", "pixels": str(px),
+                      "selection": str(out / f"{name}.sel"), "action": "refine", "options": {}, "transport": "auto"})
+    return run_krita(daemon, pykrita, cases, out), photo, {"rough_lasso": photo.lasso, "rough_rect": rect}
+
+
+@pytest.mark.parametrize("case", ["rough_lasso", "rough_rect"])
+def test_a_loose_lasso_or_a_rectangle_becomes_a_soft_selection_on_the_real_edge(rough_krita, case):
+    """#31 in Krita: the rough selection comes back on the pet's edge (IoU >= 0.9 with the known mask,
+    far above the selection itself), soft at the edge."""
+    from .photo import MIN_IOU
+
+    results, photo, drawn = rough_krita
+    info = ok(results[case])
+    assert info["output"] == "selection"
+    got = np.frombuffer(info["data"], np.uint8).reshape(photo.mask.shape)
+    assert photo.iou(got) >= MIN_IOU > photo.iou(drawn[case]) + 0.05, (photo.iou(got), photo.iou(drawn[case]))
+    assert ((got > 0) & (got < 255)).sum() > 100  # a soft matte, not a hard cut
