@@ -218,3 +218,22 @@ def test_a_subject_that_colour_cannot_tell_from_its_background_keeps_the_selecti
     assert any("could not be told from its background" in n for n in found.notes)
     out = _job("refine", {"band_px": 8}, image, lasso)
     assert any("could not be told" in w for w in out.meta["warnings"])
+
+
+def test_a_selection_of_the_whole_frame_is_select_subject_with_a_warning(monkeypatch, mk_env):
+    """Refine of an all-selected frame: the rectangle is the frame, so the subject model's answer
+    (here a stand-in that finds red) says where the object is; the result says what was done."""
+    image, mask = scene()
+    finder = _RedFinder()
+    choose = Engine.choose_method
+    monkeypatch.setattr(Engine, "choose_method", lambda self, task, name: "red" if task == "trimap_free" else choose(self, task, name))
+    monkeypatch.setattr(Engine, "runtime", lambda self, name, device: finder)
+    u8 = np.ascontiguousarray(np.round(image * 255).astype(np.uint8))
+    si, a = P.buffer_from_array("image", u8)
+    sg, g = P.buffer_from_array("guidance", np.full(mask.shape, 255, np.uint8), order="Y")
+    p = P.check_job("refine", {"model": "classical"}, [si, sg])
+    out = Engine().run("refine", p, {"image": a, "guidance": g}, [si, sg], lambda *a, **k: None)
+    alpha = out.buffers["alpha"][1].reshape(mask.shape) / 255
+    assert finder.shown and out.meta["selection"]["read_as"] == "box"
+    assert iou(alpha, mask) > 0.95
+    assert any("covers the whole image" in w for w in out.meta["warnings"])
