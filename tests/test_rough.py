@@ -108,16 +108,21 @@ def test_empty_selection_and_bad_boxes_are_refused_with_a_reason():
         rough.box_mask(mask.shape, (300, 10, 40, 5))
 
 
-def _job(op, params, image, guidance=None):
-    u8 = np.ascontiguousarray(np.round(image * 255).astype(np.uint8))
+def _buffers(image, guidance=None):
+    """(specs, inputs) of an 8-bit image and optional guidance, as the daemon receives them."""
     specs, inputs = [], {}
-    s, a = P.buffer_from_array("image", u8)
+    s, a = P.buffer_from_array("image", np.ascontiguousarray(np.round(image * 255).astype(np.uint8)))
     specs.append(s)
     inputs["image"] = a
     if guidance is not None:
         sg, g = P.buffer_from_array("guidance", np.round(guidance * 255).astype(np.uint8), order="Y")
         specs.append(sg)
         inputs["guidance"] = g
+    return specs, inputs
+
+
+def _job(op, params, image, guidance=None):
+    specs, inputs = _buffers(image, guidance)
     p = P.check_job(op, params, specs)
     return Engine(learned=False).run(op, p, inputs, specs, lambda *a, **k: None)
 
@@ -166,15 +171,7 @@ def _select_with(monkeypatch, params, image, guidance=None):
     monkeypatch.setattr(Engine, "choose_method", lambda self, task, name: "red" if task == "trimap_free" else choose(self, task, name))
     monkeypatch.setattr(Engine, "runtime", lambda self, name, device: finder)
     previews = []
-    u8 = np.ascontiguousarray(np.round(image * 255).astype(np.uint8))
-    specs, inputs = [], {}
-    s, a = P.buffer_from_array("image", u8)
-    specs.append(s)
-    inputs["image"] = a
-    if guidance is not None:
-        sg, g = P.buffer_from_array("guidance", np.round(guidance * 255).astype(np.uint8), order="Y")
-        specs.append(sg)
-        inputs["guidance"] = g
+    specs, inputs = _buffers(image, guidance)
     p = P.check_job("select_subject", {"preview": True, **params}, specs)
     out = Engine(learned=False).run("select_subject", p, inputs, specs,
                                     lambda stage, f, **k: previews.append(k["frames"][0].shape) if stage == "preview" else None)
