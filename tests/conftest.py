@@ -11,6 +11,7 @@ for sub in ("backend", "training", "tests"):
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+import atexit
 import shutil
 import tempfile
 import threading
@@ -25,6 +26,27 @@ settings.register_profile("ci", derandomize=True, database=None, max_examples=20
 settings.register_profile("dev", max_examples=200, print_blob=True)
 settings.register_profile("fuzz", max_examples=2000, database=None, print_blob=True)
 settings.load_profile(os.environ.get("MATTEKIT_HYPOTHESIS_PROFILE", "dev"))
+
+
+# A test that reads the data kit says so: `@pytest.mark.kit("pets", ...)` (names of
+# datasets.KIT_FOLDERS). It skips where those folders are missing (a user's clone has no
+# ../shared); every other test sees an empty kit, so a test that needs the kit but is not
+# marked fails here rather than on a user's machine.
+_NO_KIT = tempfile.mkdtemp(prefix="mk-nokit-")
+atexit.register(shutil.rmtree, _NO_KIT, True)
+
+
+@pytest.fixture(autouse=True)
+def _data_kit(request, monkeypatch):
+    mark = request.node.get_closest_marker("kit")
+    if mark is None:
+        monkeypatch.setenv("MATTEKIT_SHARED_DATA", _NO_KIT)
+        return
+    from mattekit_training.datasets import kit_missing
+
+    missing = kit_missing(mark.args)
+    if missing:
+        pytest.skip(f"the data kit is not here: {', '.join(map(str, missing))} (set MATTEKIT_SHARED_DATA)")
 
 
 @pytest.fixture

@@ -172,10 +172,7 @@ def test_split_files_are_disjoint_and_recorded():
         D.read_split("pets", "val")
 
 
-_HAVE_KIT = (D.shared_data_dir() / "oxford-pets-subset").is_dir()
-
-
-@pytest.mark.skipif(not _HAVE_KIT, reason="real data kit not present")
+@pytest.mark.kit("pets", "coco128", "feral-cats", "backgrounds")
 def test_builtin_real_sets():
     pets = D.open_dataset("pets", "test")
     assert len(pets) == 298 and len(D.open_dataset("pets", "train")) == 300

@@ -1,7 +1,6 @@
 """High-resolution paths at small sizes: band-limited foreground, tiling through the engine, precision."""
 
 import numpy as np
-import pytest
 
 from mattekit import config, foreground
 from mattekit import protocol as P

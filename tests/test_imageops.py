@@ -57,19 +57,8 @@ def test_resize_shapes_and_mean_preservation():
     assert one.shape == (4, 4, 1)
 
 
-def test_checkerboard_composite():
-    rgb = np.full((16, 16, 3), 0.2, np.float32)
-    alpha = np.zeros((16, 16), np.float32)
-    alpha[:, 8:] = 1.0
-    out = imageops.composite_over_checkerboard(rgb, alpha, cell=4)
-    np.testing.assert_allclose(out[:, 8:], 0.2)
-    np.testing.assert_allclose(np.unique(out[:, :8]), [0.6, 0.8], atol=1e-6)
-
-
 def test_finite_checks():
     assert imageops.is_finite(np.zeros(3, np.float32))
     assert imageops.is_finite(np.zeros(3, np.uint8))
     bad = np.array([0.0, np.nan, np.inf, -np.inf], np.float32)
     assert not imageops.is_finite(bad)
-    with pytest.raises(ValueError, match="1 NaN and 2 Inf"):
-        imageops.check_finite(bad, "alpha")

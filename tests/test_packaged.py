@@ -17,8 +17,6 @@ from mattekit import protocol as P
 from mattekit.catalog import Catalog
 from mattekit.engine import Engine, stretch_confidence, uncertain_trimap
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.fixture(scope="session")
 def fetched(tmp_path_factory):
@@ -124,7 +122,7 @@ def _photos(folder: str, n: int):
     return [ds[i] for i in range(n)]
 
 
-@pytest.mark.skipif(not (DATA / "feral-cats").is_dir(), reason="real data kit not present")
+@pytest.mark.kit("feral-cats")
 def test_u2netp_finds_cats_on_real_photos(weights):
     from mattekit_training.metrics import iou
 
@@ -143,7 +141,7 @@ def test_u2netp_finds_cats_on_real_photos(weights):
     assert np.mean(scores) > 0.5 and np.mean(scores) > np.mean(centre) + 0.15, (scores, centre)
 
 
-@pytest.mark.skipif(not (DATA / "feral-cats").is_dir(), reason="real data kit not present")
+@pytest.mark.kit("feral-cats")
 def test_select_subject_in_a_box_finds_the_cat_better_than_the_whole_frame_clipped(weights, monkeypatch):
     """Select Subject with a rectangle (#31): u2netp runs on the box's crop, where the cat has more of
     its input than in the frame. Each real photo sits beside its own mirror image; the box (3 % margin)
@@ -280,7 +278,6 @@ def _fake_npm_package(tmp_path, model: bytes, chunk: int = 1000):
 
 def _tiny_isnet_onnx() -> bytes:
     """An ONNX graph with ISNet's interface: input (1, 3, 1024, 1024) -> output = sigmoid(channel mean) and a side output."""
-    import onnx
     from onnx import TensorProto, helper
 
     nodes = [helper.make_node("ReduceMean", ["input"], ["m"], axes=[1], keepdims=1),

@@ -4,7 +4,6 @@ semantics, failure on unsupported ops, the real pinned model (cached wheel), ONN
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from mattekit.selfie import (SELFIE_MODELS, SUPPORTED_OPS, TFLiteModel, TFLiteOp
                              same_padding)
 from mattekit.models.selfie import resize_bilinear_matrix
 
-COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128-instances"
 RNG = np.random.default_rng(0)
 
 
@@ -247,21 +245,24 @@ def test_default_graph_is_the_converted_general_model(tflite_files):
 
 
 def _person_photo():
-    manifest = json.loads((COCO / "manifest.json").read_text())
+    from mattekit_training.datasets import KIT_FOLDERS, shared_data_dir
+
+    coco = shared_data_dir() / KIT_FOLDERS["coco128"]
+    manifest = json.loads((coco / "manifest.json").read_text())
     # the portrait-like case the model is for: the photo with the largest single person
     best = max((e for e in manifest if sum(i["category"] == "person" for i in e["instances"]) == 1),
                key=lambda e: sum(i["area_frac"] for i in e["instances"] if i["category"] == "person"))
     import cv2
 
-    image = cv2.imread(str(COCO / "images" / best["image"]))[..., ::-1].astype(np.float32) / 255
+    image = cv2.imread(str(coco / "images" / best["image"]))[..., ::-1].astype(np.float32) / 255
     gt = np.zeros(image.shape[:2], bool)
     for i in best["instances"]:
         if i["category"] == "person":
-            gt |= cv2.imread(str(COCO / "masks" / i["mask"]), cv2.IMREAD_GRAYSCALE) > 127
+            gt |= cv2.imread(str(coco / "masks" / i["mask"]), cv2.IMREAD_GRAYSCALE) > 127
     return image, gt
 
 
-@pytest.mark.skipif(not COCO.exists(), reason="real data kit ../shared/data not present")
+@pytest.mark.kit("coco128")
 def test_real_photo_mask_shape_range_and_person(tflite_files):
     from mattekit.runtime import load_runtime
 

@@ -172,6 +172,7 @@ def test_ema_weights_are_evaluated_and_lag_the_model(tmp_path):
     assert ck["ema"] is not None
 
 
+@pytest.mark.kit("pets", "coco128", "feral-cats")
 def test_the_u2netp_subject_recipe_trains_on_whole_real_frames(tmp_path):
     """ship_subject_u2netp.toml, shrunk: whole Pets / COCO / cat frames squashed to one square (as the
     model sees a photo), known-region L1 + DDC on U²-Net-p's fused output; the loss falls."""

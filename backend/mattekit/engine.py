@@ -87,10 +87,6 @@ class Engine:
         (`catalog.Catalog.choose`)."""
         return self.catalog().choose(task, requested)
 
-    def ranked_methods(self, task: str, requested: str) -> list[str]:
-        """Every installed method ``requested`` may use for ``task``, best first (`catalog.Catalog.ranked`)."""
-        return self.catalog().ranked(task, requested)
-
     def prepare(self) -> None:
         """Before the first job (the daemon's worker calls it at start): compile or load the solvers'
         kernels and load the default subject model, so the first Select Subject waits for neither.

@@ -134,39 +134,12 @@ def resize_linear(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return _resize(arr, size, cv2.INTER_LINEAR)
 
 
-def checkerboard(h: int, w: int, cell: int = 8, light: float = 0.8, dark: float = 0.6) -> np.ndarray:
-    """The usual transparency checkerboard, float32 (h, w, 3) in [0, 1]."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    board = np.where(((yy // cell) + (xx // cell)) % 2 == 0, light, dark).astype(np.float32)
-    return np.repeat(board[..., None], 3, axis=2)
-
-
-def composite_over_checkerboard(rgb: np.ndarray, alpha: np.ndarray, cell: int = 8) -> np.ndarray:
-    """Preview: `rgb` (H, W, 3) over a checkerboard with `alpha` (H, W), float32 (H, W, 3).
-
-    Blends in the encoded space, like editors' canvas previews do.
-    """
-    h, w = alpha.shape
-    a = np.clip(alpha.astype(np.float32), 0.0, 1.0)[..., None]
-    return (a * rgb.astype(np.float32) + (1.0 - a) * checkerboard(h, w, cell)).astype(np.float32)
-
-
 def is_finite(arr: np.ndarray) -> bool:
     """True when `arr` holds no NaN or +-Inf (integer arrays are always finite)."""
     arr = np.asarray(arr)
     if not np.issubdtype(arr.dtype, np.floating):
         return True
     return bool(np.isfinite(arr).all())
-
-
-def check_finite(arr: np.ndarray, name: str = "array") -> np.ndarray:
-    """Return `arr` unchanged, or raise ValueError naming `name` and the count of NaN/Inf values."""
-    if not is_finite(arr):
-        arr = np.asarray(arr)
-        n_nan = int(np.isnan(arr).sum())
-        n_inf = int(np.isinf(arr).sum())
-        raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} Inf values")
-    return arr
 
 
 def box_mean(arr: np.ndarray, radius: int) -> np.ndarray:

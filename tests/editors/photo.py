@@ -30,13 +30,14 @@ class KitPhoto:
 
 
 def kit_photo() -> KitPhoto:
-    try:
-        from mattekit_training import evaluate as E
-        from mattekit_training.datasets import open_dataset
+    """The photo (the tests that use it are marked ``kit("pets")``; this skips too, as module fixtures
+    are built before the marker's check)."""
+    from mattekit_training import evaluate as E
+    from mattekit_training.datasets import kit_missing, open_dataset
 
-        sample = open_dataset("pets", "test")[PHOTO_INDEX]
-    except (ImportError, OSError, ValueError) as exc:  # no kit: FileNotFoundError or DatasetLayoutError
-        pytest.skip(f"the data kit's Pets photos are not here: {exc}")
+    if missing := kit_missing(["pets"]):
+        pytest.skip(f"the data kit is not here: {missing[0]} (set MATTEKIT_SHARED_DATA)")
+    sample = open_dataset("pets", "test")[PHOTO_INDEX]
     import cv2
 
     mask = E.reference_mask(sample) >= 0.5

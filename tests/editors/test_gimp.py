@@ -357,6 +357,7 @@ def rough_batch(gimp_root, daemon, plugin):
     return {"root": gimp_root, "client": daemon, "metas": metas, "cases": {c["name"]: c for c in cases}, "photo": photo}
 
 
+@pytest.mark.kit("pets")
 @pytest.mark.parametrize("case", ["rough_lasso", "rough_rect"])
 def test_a_loose_lasso_or_a_rectangle_becomes_a_soft_selection_on_the_real_edge(rough_batch, case):
     """#31 in GIMP: the rough selection drawn in GIMP comes back on the pet's edge (IoU >= 0.9 with the

@@ -501,6 +501,7 @@ def rough_krita(daemon, pykrita, tmp_path_factory):
     return run_krita(daemon, pykrita, cases, out), photo, {"rough_lasso": photo.lasso, "rough_rect": rect}
 
 
+@pytest.mark.kit("pets")
 @pytest.mark.parametrize("case", ["rough_lasso", "rough_rect"])
 def test_a_loose_lasso_or_a_rectangle_becomes_a_soft_selection_on_the_real_edge(rough_krita, case):
     """#31 in Krita: the rough selection comes back on the pet's edge (IoU >= 0.9 with the known mask,

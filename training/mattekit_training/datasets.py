@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -308,6 +308,17 @@ def _check_shapes(s: Sample) -> None:
 # ----------------------------------------------------------------------------- built-ins
 
 
+#: The data kit's folder behind each built-in set (under `shared_data_dir()`); "backgrounds" feeds the synthetic sets.
+KIT_FOLDERS = {"pets": "oxford-pets-subset", "coco128": "coco128-instances", "coco128-dominant": "coco128-instances",
+               "coco128-persons": "coco128-instances", "feral-cats": "feral-cats", "backgrounds": "backgrounds"}
+
+
+def kit_missing(names: Iterable[str]) -> list[Path]:
+    """The kit folders that ``names`` (keys of `KIT_FOLDERS`) need and that are not on this machine."""
+    paths = [shared_data_dir() / KIT_FOLDERS[n] for n in names]
+    return [p for p in dict.fromkeys(paths) if not p.is_dir()]
+
+
 def shared_data_dir() -> Path:
     """The real data kit: $MATTEKIT_SHARED_DATA, else <repo>/../shared/data."""
     env = os.environ.get("MATTEKIT_SHARED_DATA")
@@ -333,7 +344,7 @@ def _need(path: Path, what: str) -> Path:
 
 
 def _open_pets(split: str | None) -> MattingDataset:
-    root = _need(shared_data_dir() / "oxford-pets-subset", "Oxford-Pet subset")
+    root = _need(shared_data_dir() / KIT_FOLDERS["pets"], "Oxford-Pet subset")
     names = (read_split("pets", split) if split else
              sorted(p.stem for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS))
     images, trimaps = _files(root / "images"), _files(root / "trimaps")
@@ -350,7 +361,7 @@ def _open_pets(split: str | None) -> MattingDataset:
 
 def _open_coco128(split: str | None) -> MattingDataset:
     """One Sample per instance mask (name = mask stem); split by image id."""
-    root = _need(shared_data_dir() / "coco128-instances", "coco128-instances")
+    root = _need(shared_data_dir() / KIT_FOLDERS["coco128"], "coco128-instances")
     manifest = json.loads((root / "manifest.json").read_text())
     keep = set(read_split("coco128", split)) if split else None
     items = [(m["image"], inst["mask"]) for m in sorted(manifest, key=lambda m: m["image"])
@@ -372,7 +383,7 @@ def _open_coco128_dominant(split: str | None, persons: bool = False) -> MattingD
     """One Sample per image, its mask the image's largest instance (the subject Select Subject
     should find); ``persons``: only images whose largest instance is a person, the mask then the
     union of all its person instances (a group photo's subject is the group)."""
-    root = _need(shared_data_dir() / "coco128-instances", "coco128-instances")
+    root = _need(shared_data_dir() / KIT_FOLDERS["coco128"], "coco128-instances")
     manifest = json.loads((root / "manifest.json").read_text())
     keep = set(read_split("coco128", split)) if split else None
     items = []
@@ -397,7 +408,7 @@ def _open_coco128_dominant(split: str | None, persons: bool = False) -> MattingD
 
 
 def _open_feral_cats(split: str | None) -> MattingDataset:
-    root = _need(shared_data_dir() / "feral-cats", "feral-cats")
+    root = _need(shared_data_dir() / KIT_FOLDERS["feral-cats"], "feral-cats")
     names = read_split("feral-cats", split) if split else sorted(_files(root / "images"))
     ip = _match(names, _files(root / "images"), "images/", root)
     mp = _match(names, _files(root / "masks"), "masks/", root)
@@ -413,7 +424,7 @@ def _open_feral_cats(split: str | None) -> MattingDataset:
 
 def background_paths(split: str | None = "train") -> list[Path]:
     """The kit's background photos (fixed train / val lists; None = all 40)."""
-    root = _need(shared_data_dir() / "backgrounds" / "images", "backgrounds")
+    root = _need(shared_data_dir() / KIT_FOLDERS["backgrounds"] / "images", "backgrounds")
     names = read_split("backgrounds", split) if split else sorted(p.name for p in root.iterdir())
     return [root / n for n in names]
 
